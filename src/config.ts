@@ -1,0 +1,182 @@
+/**
+ * Configuration: secrets and basics from environment variables; everything structured from an
+ * optional YAML/JSON file at GATEWAY_CONFIG, validated strictly (an unknown key or a wrong type
+ * stops startup with the exact path). Secrets in the file are references (`env:NAME`).
+ * Documented in docs/configuration.md.
+ */
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { resolveKeys, type KeyStore } from './auth/index.ts';
+import { PROVIDERS, isProviderId } from './providers/registry.ts';
+import type { ProviderEndpoint, ProviderId } from './providers/types.ts';
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** A secret value: `env:NAME` (resolved at startup) or, discouraged, a literal. */
+const secretRef = z.string().min(1);
+const seconds = (max: number) => z.number().positive().max(max);
+
+const providerSchema = z.strictObject({
+  apiKey: secretRef.optional(),
+  baseUrl: z.string().url().optional(),
+  connectTimeoutS: seconds(120).optional(),
+});
+
+export const fileSchema = z.strictObject({
+  server: z
+    .strictObject({
+      /** Deadline for graceful shutdown (finalize and close live sessions). */
+      shutdownTimeoutS: seconds(600).default(10),
+      /** Time allowed between TCP accept and a completed WebSocket upgrade/HTTP request headers. */
+      upgradeTimeoutS: seconds(120).default(10),
+    })
+    .prefault({}),
+  auth: z
+    .strictObject({
+      keys: z.array(z.strictObject({ key: z.string().min(1).max(256), secret: secretRef })).default([]),
+      clockToleranceS: z.number().min(0).max(300).default(10),
+    })
+    .prefault({}),
+  stt: z
+    .strictObject({
+      /** No audio for this long -> error 2007 and close. */
+      inactivityTimeoutS: seconds(3600).default(60),
+      /** After session.finalize, this long without audio -> remaining finals, session.closed, close. */
+      finalizeCloseS: seconds(60).default(2),
+      /** How long to wait for the provider to answer a finalize before finalizing what we have. */
+      finalizeAckTimeoutS: seconds(30).default(1.5),
+      /** Audio kept while the upstream connects (and, later, for replay). */
+      bufferS: seconds(30).default(5),
+      /** Largest accepted client message; larger ones get an error event (code 400). */
+      maxMessageBytes: z.number().int().min(64 * 1024).max(16 * 1024 * 1024).default(1024 * 1024),
+      /** Default upstream connect timeout when the client sends no connection.timeout. */
+      connectTimeoutS: seconds(120).default(10),
+    })
+    .prefault({}),
+  providers: z.record(z.string(), providerSchema).default({}),
+});
+export type FileConfig = z.infer<typeof fileSchema>;
+
+export interface GatewayConfig {
+  port: number;
+  host: string;
+  devMode: boolean;
+  logLevel: string;
+  keys: KeyStore;
+  file: FileConfig;
+  /** Providers with credentials, resolved from the file and environment. */
+  endpoints: Map<ProviderId, ProviderEndpoint>;
+  /** Providers that are known but have no key configured, with the variable to set. */
+  missingCredentials: Map<ProviderId, string>;
+}
+
+type Env = Record<string, string | undefined>;
+
+function formatIssues(err: z.ZodError, source: string): string {
+  return err.issues
+    .map((i) => {
+      const path = i.path.length ? i.path.join('.') : '(root)';
+      return `${source}: ${path}: ${i.message}`;
+    })
+    .join('\n');
+}
+
+function resolveSecret(ref: string, path: string, env: Env): string {
+  if (!ref.startsWith('env:')) return ref;
+  const name = ref.slice(4);
+  const value = env[name];
+  if (!value) throw new ConfigError(`config: ${path}: environment variable ${name} is not set`);
+  return value;
+}
+
+function envNumber(env: Env, name: string): number | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return undefined;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n <= 0) throw new ConfigError(`env: ${name}: must be a positive number (got "${raw.slice(0, 20)}")`);
+  return n;
+}
+
+export function parseConfigFile(text: string, path: string): FileConfig {
+  let raw: unknown;
+  try {
+    raw = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(`${path}: cannot parse: ${(err as Error).message}`);
+  }
+  const parsed = fileSchema.safeParse(raw ?? {});
+  if (!parsed.success) throw new ConfigError(formatIssues(parsed.error, path));
+  for (const id of Object.keys(parsed.data.providers)) {
+    if (!isProviderId(id)) {
+      throw new ConfigError(`${path}: providers.${id}: unknown provider; known: ${Object.keys(PROVIDERS).join(', ')}`);
+    }
+  }
+  return parsed.data;
+}
+
+export function loadConfig(env: Env = process.env): GatewayConfig {
+  const path = env.GATEWAY_CONFIG;
+  let file: FileConfig;
+  if (path) {
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (err) {
+      throw new ConfigError(`GATEWAY_CONFIG: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+    }
+    file = parseConfigFile(text, path);
+  } else {
+    file = fileSchema.parse({});
+  }
+
+  // Environment basics override the file defaults.
+  const inactivity = envNumber(env, 'STT_INACTIVITY_TIMEOUT_S');
+  if (inactivity !== undefined) file.stt.inactivityTimeoutS = inactivity;
+  const shutdown = envNumber(env, 'SHUTDOWN_TIMEOUT_S');
+  if (shutdown !== undefined) file.server.shutdownTimeoutS = shutdown;
+
+  const fileKeys = file.auth.keys.map((k, i) => ({ key: k.key, secret: resolveSecret(k.secret, `auth.keys.${i}.secret`, env) }));
+  let keys: KeyStore;
+  try {
+    keys = resolveKeys({ env, fileKeys });
+  } catch (err) {
+    throw new ConfigError(`auth: ${(err as Error).message}`);
+  }
+
+  const portRaw = env.PORT ?? '8080';
+  const port = Number(portRaw);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`env: PORT: invalid port "${portRaw.slice(0, 20)}"`);
+  // Dev mode (no keys configured) binds loopback only, whatever HOST says.
+  const host = keys.devMode ? '127.0.0.1' : env.HOST || '0.0.0.0';
+
+  const endpoints = new Map<ProviderId, ProviderEndpoint>();
+  const missingCredentials = new Map<ProviderId, string>();
+  for (const info of Object.values(PROVIDERS)) {
+    const fromFile = file.providers[info.id];
+    const apiKey = fromFile?.apiKey ? resolveSecret(fromFile.apiKey, `providers.${info.id}.apiKey`, env) : env[info.keyEnv];
+    const baseUrl = fromFile?.baseUrl ?? env[info.baseUrlEnv] ?? info.defaultBaseUrl;
+    try {
+      const u = new URL(baseUrl);
+      if (!/^(https?|wss?):$/.test(u.protocol)) throw new Error('scheme');
+    } catch {
+      throw new ConfigError(`${info.baseUrlEnv}: invalid base URL for ${info.id}`);
+    }
+    if (!apiKey) {
+      missingCredentials.set(info.id, info.keyEnv);
+      continue;
+    }
+    endpoints.set(info.id, {
+      apiKey,
+      baseUrl,
+      connectTimeoutMs: Math.round((fromFile?.connectTimeoutS ?? file.stt.connectTimeoutS) * 1000),
+    });
+  }
+
+  return { port, host, devMode: keys.devMode, logLevel: env.LOG_LEVEL || 'info', keys, file, endpoints, missingCredentials };
+}

@@ -1,0 +1,79 @@
+/**
+ * Model string -> upstream route. The one owner of candidate selection (and, with failover,
+ * of retries and fallback order). No provider names appear here: everything comes from the
+ * registry and configuration.
+ */
+import type { GatewayConfig } from '../config.ts';
+import { GatewayError } from '../protocol/errors.ts';
+import { STT_ADAPTERS, findSttAdapter, isProviderId, sttModelsOf } from '../providers/registry.ts';
+import type { ProviderEndpoint, SttAdapter } from '../providers/types.ts';
+
+export interface SttRoute {
+  adapter: SttAdapter;
+  /** Provider-native model id. */
+  model: string;
+  endpoint: ProviderEndpoint;
+  /** `provider/model`, as shown to clients and in logs. */
+  label: string;
+}
+
+export interface ParsedModel {
+  provider: string | undefined;
+  model: string | undefined;
+  /** Language suffix (`deepgram/nova-3:en`), used when settings.language is absent. */
+  language: string | undefined;
+}
+
+/** Parse `provider/model[:lang]`, a bare provider, `auto`, `auto:<lang>` or nothing. */
+export function parseModelString(raw: string | null | undefined): ParsedModel {
+  if (!raw) return { provider: undefined, model: undefined, language: undefined };
+  let rest = raw.trim();
+  let language: string | undefined;
+  const colon = rest.lastIndexOf(':');
+  if (colon >= 0) {
+    language = rest.slice(colon + 1) || undefined;
+    rest = rest.slice(0, colon);
+  }
+  if (rest === 'auto' || rest === '') return { provider: undefined, model: undefined, language };
+  const slash = rest.indexOf('/');
+  if (slash < 0) return { provider: rest, model: undefined, language };
+  return { provider: rest.slice(0, slash), model: rest.slice(slash + 1) || undefined, language };
+}
+
+export function resolveSttRoute(raw: string | null | undefined, cfg: GatewayConfig): { route: SttRoute; language: string | undefined } {
+  const parsed = parseModelString(raw);
+  if (parsed.provider === undefined) {
+    // `auto`: the first provider with credentials whose adapter declares a default model.
+    for (const adapter of STT_ADAPTERS) {
+      const endpoint = cfg.endpoints.get(adapter.provider);
+      if (adapter.defaultModel && endpoint) {
+        return {
+          route: { adapter, model: adapter.defaultModel, endpoint, label: `${adapter.provider}/${adapter.defaultModel}` },
+          language: parsed.language,
+        };
+      }
+    }
+    throw new GatewayError('bad_request', 'no STT provider has credentials configured; set a provider API key (see docs/configuration.md)');
+  }
+  const provider = parsed.provider;
+  if (!isProviderId(provider) || sttModelsOf(provider).length === 0) {
+    const known = [...new Set(STT_ADAPTERS.map((a) => a.provider))].join(', ');
+    throw new GatewayError('not_found', `unknown STT provider "${provider.slice(0, 40)}"; available: ${known}`);
+  }
+  const match = findSttAdapter(provider, parsed.model);
+  if (!match) {
+    throw new GatewayError(
+      'not_found',
+      `unknown STT model "${provider}/${(parsed.model ?? '').slice(0, 60)}"; ${provider} models: ${sttModelsOf(provider).join(', ')}`,
+    );
+  }
+  const endpoint = cfg.endpoints.get(provider);
+  if (!endpoint) {
+    const variable = cfg.missingCredentials.get(provider) ?? 'its API key';
+    throw new GatewayError('bad_request', `provider ${provider} has no credentials configured on this gateway (set ${variable})`);
+  }
+  return {
+    route: { adapter: match.adapter, model: match.model, endpoint, label: `${provider}/${match.model}` },
+    language: parsed.language,
+  };
+}

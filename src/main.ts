@@ -1,0 +1,47 @@
+/**
+ * Entry point: `npm start`. Loads configuration (exits 1 with the exact reason when invalid),
+ * starts the gateway, and shuts down gracefully on SIGTERM/SIGINT (exit 0).
+ */
+import { ConfigError, loadConfig, type GatewayConfig } from './config.ts';
+import { createGateway } from './gateway/server.ts';
+import { createLogger } from './log.ts';
+
+const log = createLogger();
+
+let cfg: GatewayConfig;
+try {
+  cfg = loadConfig();
+} catch (err) {
+  if (err instanceof ConfigError) {
+    log.fatal({ reason: err.message }, 'invalid configuration');
+    process.stderr.write(`configuration error:\n${err.message}\n`);
+    process.exit(1);
+  }
+  throw err;
+}
+
+if (cfg.devMode) {
+  log.warn(
+    '!!! DEV MODE: no LiveKit API keys configured (LIVEKIT_API_KEY/LIVEKIT_API_SECRET, LIVEKIT_KEYS or the config file). ' +
+      'Accepting the development key "devkey" with secret "secret" and listening on 127.0.0.1 only. Never expose this. !!!',
+  );
+}
+for (const [provider, variable] of cfg.missingCredentials) {
+  log.info({ provider, variable }, 'provider disabled: no credentials');
+}
+
+const gateway = createGateway(cfg, { log });
+const addr = await gateway.listen();
+log.info({ host: addr.address, port: addr.port, dev_mode: cfg.devMode, providers: [...cfg.endpoints.keys()] }, 'gateway listening');
+
+let stopping = false;
+async function stop(signal: string): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  log.info({ signal, deadline_s: cfg.file.server.shutdownTimeoutS }, 'shutting down');
+  await gateway.shutdown();
+  log.info('shutdown complete');
+  process.exit(0);
+}
+process.on('SIGTERM', () => void stop('SIGTERM'));
+process.on('SIGINT', () => void stop('SIGINT'));

@@ -1,0 +1,50 @@
+/**
+ * Usage records: one per STT session (later TTS session and LLM request). The session layer
+ * is the single producer; sinks persist them. The default sink writes a structured log line;
+ * the durable ledger (SQLite/PostgreSQL) plugs in behind the same interface.
+ */
+import type { Logger } from '../log.ts';
+
+export interface RequestMeta {
+  roomId?: string;
+  jobId?: string;
+  agentId?: string;
+  clientSessionId?: string;
+}
+
+export interface UsageRecord {
+  modality: 'stt';
+  sessionId: string;
+  apiKey: string;
+  provider: string;
+  model: string;
+  startedAt: Date;
+  endedAt: Date;
+  /** Client audio accepted, seconds (the billing figure). */
+  audioSeconds: number;
+  outcome: string;
+  errorCode?: number;
+  meta: RequestMeta;
+}
+
+export interface UsageSink {
+  record(r: UsageRecord): void;
+}
+
+export class LogUsageSink implements UsageSink {
+  private readonly log: Logger;
+  constructor(log: Logger) {
+    this.log = log;
+  }
+  record(r: UsageRecord): void {
+    this.log.info({ usage: { ...r, startedAt: r.startedAt.toISOString(), endedAt: r.endedAt.toISOString() } }, 'usage');
+  }
+}
+
+/** Keeps records in memory (tests). */
+export class MemoryUsageSink implements UsageSink {
+  readonly records: UsageRecord[] = [];
+  record(r: UsageRecord): void {
+    this.records.push(r);
+  }
+}

@@ -1,0 +1,134 @@
+/**
+ * The narrow provider seams. An adapter is mostly data (URL, headers, option mapping,
+ * capabilities) plus one pure decoder; connection lifecycle lives in `upstream/`, and the
+ * session layer (src/gateway) owns timing, metering, retries and client writes.
+ * Providers never import gateway or metering code.
+ */
+import type { GatewayError } from '../protocol/errors.ts';
+
+/** Every provider the gateway knows. Adding one here makes the compiler point at the registry. */
+export type ProviderId = 'deepgram';
+
+/** Static facts about a provider account: where its key and base URL come from. */
+export interface ProviderInfo {
+  id: ProviderId;
+  /** Environment variable holding the API key, e.g. DEEPGRAM_API_KEY. */
+  keyEnv: string;
+  /** Environment variable overriding the base URL, e.g. DEEPGRAM_BASE_URL. */
+  baseUrlEnv: string;
+  defaultBaseUrl: string;
+  /** Vendor API reference. */
+  docs: string;
+}
+
+/** Credentials and endpoint resolved from configuration for one provider. */
+export interface ProviderEndpoint {
+  apiKey: string;
+  baseUrl: string;
+  connectTimeoutMs: number;
+}
+
+/** Declared STT capabilities (data, not stub methods). */
+export interface SttCapabilities {
+  /** Word-level start/end times in transcripts. */
+  wordTimings: boolean;
+  /** Speaker ids on words (as strings) when diarization is requested. */
+  diarization: boolean;
+  /** Server-side speech onset events (-> start_of_speech). */
+  startOfSpeech: boolean;
+  /** Eager end-of-turn transcripts (-> preflight_transcript). */
+  preflight: boolean;
+  /** Options can change on a live upstream without reconnecting. */
+  liveUpdate: boolean;
+  /** The provider can be told to flush what it has (-> session.finalize). */
+  finalize: boolean;
+}
+
+/** Options for one STT upstream connection, already merged from session.create/update. */
+export interface SttOptions {
+  /** Provider-native model id (no `provider/` prefix). */
+  model: string;
+  language: string | undefined;
+  sampleRate: number;
+  /** Provider options from `settings.extra`, validated by the adapter. */
+  extra: Record<string, unknown>;
+}
+
+export interface UpstreamRequest {
+  url: string;
+  headers: Record<string, string>;
+}
+
+export interface SttWord {
+  word: string;
+  /** Seconds on the upstream connection's audio timeline. */
+  start: number;
+  end: number;
+  confidence: number;
+  speaker?: string;
+}
+
+/** A transcript segment on the upstream connection's audio timeline (seconds). */
+export interface SttSegment {
+  text: string;
+  start: number;
+  end: number;
+  confidence: number;
+  language?: string;
+  words: SttWord[];
+  speaker?: string;
+  extra?: Record<string, unknown>;
+}
+
+/** Provider-neutral events produced by an adapter's decoder. */
+export type SttEvent =
+  | { type: 'speech_started' }
+  | { type: 'interim'; segment: SttSegment }
+  | { type: 'preflight'; segment: SttSegment }
+  /** End of an utterance: exactly one per utterance. */
+  | { type: 'final'; segment: SttSegment }
+  /** The provider has answered a finalize request (its finals, if any, came before). */
+  | { type: 'finalized' }
+  /** Provider-reported usage, for reconciliation only (the gateway's own count bills). */
+  | { type: 'provider_usage'; audioSeconds: number }
+  /** A fatal provider error reported in-band. */
+  | { type: 'error'; error: GatewayError };
+
+/** Per-connection protocol state: encodes what we send, decodes what the provider sends. */
+export interface SttCodec {
+  /** Wrap raw PCM for the wire (binary frames pass through untouched). */
+  encodeAudio(pcm: Buffer): Buffer | string;
+  /** Text frame asking the provider to flush, or null when the provider cannot. */
+  readonly finalizeMessage: string | null;
+  /** Text frame for a graceful end of stream, or null (just close the socket). */
+  readonly closeMessage: string | null;
+  /** Keep-alive frame to send after `idleMs` without audio, or null. */
+  readonly keepAlive: { message: string; idleMs: number } | null;
+  /**
+   * Apply changed options on the live connection: returns the frames to send, or null when
+   * the change needs a new upstream connection (the session reconnects between utterances).
+   */
+  liveUpdate(next: SttOptions): string[] | null;
+  /** Decode one provider frame. Pure apart from this codec's own utterance state. */
+  decode(data: Buffer, isBinary: boolean): SttEvent[];
+  /** Text heard but not yet finalized, emitted as a final (stream end or lost finalize ack). */
+  flush(): SttEvent[];
+  /** Whether an utterance is in progress (text heard but not finalized). */
+  readonly midUtterance: boolean;
+}
+
+export interface SttAdapter {
+  provider: ProviderId;
+  /** Provider-native model ids served by this adapter. */
+  models: readonly string[];
+  /** The model used for a bare provider name (`deepgram`), when this adapter is the default. */
+  defaultModel?: string;
+  capabilities: SttCapabilities;
+  /** Normalize and validate options; throws GatewayError('bad_request') naming the bad option. */
+  validate(opts: SttOptions): SttOptions;
+  /** Build the upgrade request for validated options. */
+  request(opts: SttOptions, endpoint: ProviderEndpoint): UpstreamRequest;
+  createCodec(opts: SttOptions): SttCodec;
+  /** Map an upstream close (code, reason) that we did not ask for to an error. */
+  closeError?(code: number, reason: string): GatewayError;
+}
