@@ -134,7 +134,11 @@ export function loadConfig(env: Env = process.env): GatewayConfig {
   } else {
     file = fileSchema.parse({});
   }
+  return resolveConfig(file, env);
+}
 
+/** Combine a validated file (possibly empty) with the environment. */
+export function resolveConfig(file: FileConfig, env: Env = process.env): GatewayConfig {
   // Environment basics override the file defaults.
   const inactivity = envNumber(env, 'STT_INACTIVITY_TIMEOUT_S');
   if (inactivity !== undefined) file.stt.inactivityTimeoutS = inactivity;
