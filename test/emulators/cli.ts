@@ -1,0 +1,110 @@
+/**
+ * Run an emulator standalone:
+ *
+ *   npx node test/emulators/cli.ts deepgram --port 9100 [--key K]... [--tls] [--host H]
+ *
+ * Logs each connection and close on stderr; stops on SIGINT/SIGTERM. To add an emulator, add an
+ * entry to EMULATORS (name -> start function).
+ */
+import { parseArgs } from 'node:util';
+import { selfSignedCert, type ConnectionRecord, type EmulatorServer, type RejectedUpgrade, type TlsOptions } from './base.ts';
+import { startDeepgramEmulator } from './deepgram.ts';
+
+export interface CliOptions {
+  port: number;
+  host: string;
+  keys: string[];
+  tls?: TlsOptions;
+}
+
+export interface RunningEmulator {
+  server: EmulatorServer;
+  close(): Promise<void>;
+  /** one line describing how to reach it */
+  describe(): string;
+}
+
+export const EMULATORS: Record<string, (o: CliOptions) => Promise<RunningEmulator>> = {
+  deepgram: async (o) => {
+    const emu = await startDeepgramEmulator({
+      port: o.port,
+      host: o.host,
+      tls: o.tls,
+      ...(o.keys.length > 0 ? { apiKeys: o.keys } : {}),
+    });
+    return {
+      server: emu.server,
+      close: () => emu.close(),
+      describe: () =>
+        `deepgram live STT v1 at ${emu.wsUrl}/v1/listen (keys: ${emu.options.apiKeys.join(', ')}; SDK baseUrl ${emu.url})`,
+    };
+  },
+};
+
+function usage(): string {
+  return `usage: node test/emulators/cli.ts <${Object.keys(EMULATORS).join('|')}> [--port N] [--host H] [--key K]... [--tls]`;
+}
+
+function log(line: string): void {
+  process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+}
+
+export async function main(argv: string[]): Promise<RunningEmulator | null> {
+  const { positionals, values } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      port: { type: 'string', default: '0' },
+      host: { type: 'string', default: '127.0.0.1' },
+      key: { type: 'string', multiple: true },
+      tls: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  const name = positionals[0];
+  const start = name ? EMULATORS[name] : undefined;
+  if (values.help || !start) {
+    process.stderr.write(usage() + '\n');
+    process.exitCode = values.help ? 0 : 2;
+    return null;
+  }
+  const port = Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`bad --port ${values.port}`);
+  const running = await start({
+    port,
+    host: values.host,
+    keys: values.key ?? [],
+    tls: values.tls ? selfSignedCert() : undefined,
+  });
+  const s = running.server;
+  s.on('connection', (c: ConnectionRecord) => log(`#${c.id} open ${c.url}`));
+  s.on('connection-close', (c: ConnectionRecord) => {
+    const frames = c.frames.length;
+    log(`#${c.id} closed by ${c.close?.by} code=${c.close?.code} reason=${JSON.stringify(c.close?.reason ?? '')} audio=${c.audioSeconds.toFixed(2)}s frames=${frames}`);
+  });
+  s.on('rejected', (r: RejectedUpgrade) => log(`rejected ${r.url} -> ${r.status} ${r.body}`));
+  log(running.describe());
+  let stopping = false;
+  const stop = (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    log(`${sig}: stopping`);
+    running.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log(`close failed: ${String(err)}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  return running;
+}
+
+if (import.meta.main) {
+  main(process.argv.slice(2)).catch((err: unknown) => {
+    log(`failed: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(1);
+  });
+}
