@@ -149,10 +149,13 @@ export function createGateway(cfg: GatewayConfig, opts: GatewayOptions): Gateway
     async shutdown() {
       if (draining) return;
       draining = true;
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // Keep listening while live sessions finish: load balancers see 503 on /readyz and new
+      // upgrades get 503 with Retry-After, instead of connection refused.
       server.closeIdleConnections();
       const clean = await sessions.drain(cfg.file.server.shutdownTimeoutS * 1000);
       if (!clean) log.warn({ remaining: sessions.size }, 'shutdown deadline passed with live sessions');
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // Upgraded sockets are not HTTP connections: the transport cuts whatever is still open.
       transport.close();
       sessions.stop();
       server.closeAllConnections();

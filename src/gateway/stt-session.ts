@@ -224,9 +224,10 @@ export class SttSession {
     }
     const pos = this.pos;
     this.pos += pcm.length;
-    (this.meter as SttMeter).bytes += pcm.length;
     const link = this.link;
     if (link !== null && link.open) {
+      // Billed when forwarded (STYLE.md 5): audio dropped from the ring or never sent is not billed.
+      (this.meter as SttMeter).bytes += pcm.length;
       link.socket.send(link.codec.encodeAudio(pcm));
       if (link.socket.bufferedAmount > UPSTREAM_MAX_BUFFERED) {
         this.fail(new GatewayError('provider_error', `${link.route.label}: provider is not keeping up with the audio`), 'provider_error');
@@ -243,18 +244,18 @@ export class SttSession {
     }
     const parsed = sttSessionCreateSchema.safeParse(raw);
     if (!parsed.success) {
-      this.createFailed(new GatewayError('bad_request', `invalid session.create: ${describeZodError(parsed.error)}`));
+      this.fail(new GatewayError('bad_request', `invalid session.create: ${describeZodError(parsed.error)}`));
       return;
     }
     const msg = parsed.data;
     const settings: NonNullable<SttSessionCreate['settings']> = msg.settings ?? { extra: {} };
     const sampleRate = parseSampleRate(settings.sample_rate ?? '16000');
     if (sampleRate === null) {
-      this.createFailed(new GatewayError('bad_request', 'settings.sample_rate must be an integer from 8000 to 48000'));
+      this.fail(new GatewayError('bad_request', 'settings.sample_rate must be an integer from 8000 to 48000'));
       return;
     }
     if (settings.encoding != null && settings.encoding !== 'pcm_s16le') {
-      this.createFailed(new GatewayError('bad_request', `unsupported encoding "${settings.encoding.slice(0, 20)}"; only pcm_s16le`));
+      this.fail(new GatewayError('bad_request', `unsupported encoding "${settings.encoding.slice(0, 20)}"; only pcm_s16le`));
       return;
     }
     let route: SttRoute;
@@ -269,7 +270,7 @@ export class SttSession {
         extra: settings.extra,
       });
     } catch (err) {
-      this.createFailed(asGatewayError(err));
+      this.fail(asGatewayError(err));
       return;
     }
     this.sampleRate = sampleRate;
@@ -287,11 +288,6 @@ export class SttSession {
     this.client.send(sessionCreatedMessage(this.id, { model: route.label }));
     this.log.info({ model: route.label, sample_rate: sampleRate, language: opts.language }, 'stt session created');
     this.openLink(route, opts, 0, msg.connection?.timeout ?? undefined);
-  }
-
-  private createFailed(err: GatewayError): void {
-    this.client.send(wsErrorEvent(err, this.id));
-    this.end(outcomeOf(err.code), err);
   }
 
   private onUpdate(raw: object): void {
@@ -445,7 +441,11 @@ export class SttSession {
     }
     // The link's timeline starts at the first byte it actually receives.
     link.offsetS = (ring.size > 0 ? ring.startPos : this.pos) / this.bps;
-    for (const chunk of ring.drain()) link.socket.send(link.codec.encodeAudio(chunk));
+    const meter = this.meter as SttMeter;
+    for (const chunk of ring.drain()) {
+      meter.bytes += chunk.length;
+      link.socket.send(link.codec.encodeAudio(chunk));
+    }
     if (link.finalizeOnOpen && link.codec.finalizeMessage !== null) link.socket.send(link.codec.finalizeMessage);
     if (this.phase === 'ending') this.sendEndOfStream(link);
   }

@@ -20,6 +20,7 @@ export interface WsConnection {
 export interface WsTransport {
   /** Complete the upgrade of an already-validated request. */
   accept(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<WsConnection>;
+  /** Terminate every socket still open and stop accepting. */
   close(): void;
 }
 
@@ -28,7 +29,8 @@ export function createWsTransport(opts: { maxPayload: number }): WsTransport {
     noServer: true,
     maxPayload: opts.maxPayload,
     perMessageDeflate: false,
-    clientTracking: false,
+    // Tracked so that close() can cut sockets that outlive a shutdown deadline.
+    clientTracking: true,
   });
   return {
     accept(req, socket, head) {
@@ -37,6 +39,7 @@ export function createWsTransport(opts: { maxPayload: number }): WsTransport {
       });
     },
     close() {
+      for (const ws of wss.clients) ws.terminate();
       wss.close();
     },
   };

@@ -12,7 +12,7 @@ export class GatewayMetrics {
 
   readonly sttAudioSeconds = new Counter({
     name: 'gateway_stt_audio_seconds_total',
-    help: 'Seconds of client audio accepted for transcription (the billing figure).',
+    help: 'Seconds of client audio forwarded to STT providers (the billing figure).',
     labelNames: ['provider', 'model', 'api_key'] as const,
     registers: [this.registry],
   });

@@ -8,7 +8,7 @@ import { bytesPerSecond } from '../protocol/audio.ts';
 type AudioCounter = Counter<'provider' | 'model' | 'api_key'>;
 
 export class SttMeter {
-  /** Total client audio bytes accepted (hot path: plain increment). */
+  /** Client audio bytes forwarded to the provider (hot path: plain increment). */
   bytes = 0;
   private flushedBytes = 0;
   private child: { inc(v: number): void };
