@@ -8,7 +8,11 @@
  */
 import { parseArgs } from 'node:util';
 import { selfSignedCert, type ConnectionRecord, type EmulatorServer, type RejectedUpgrade, type TlsOptions } from './base.ts';
+import { startCartesiaEmulator } from './cartesia.ts';
+import { startDeepgramSpeakEmulator } from './deepgram-speak.ts';
 import { startDeepgramEmulator } from './deepgram.ts';
+import { startElevenLabsEmulator } from './elevenlabs.ts';
+import { OPENAI_SPEECH_REALISTIC_TIMING, startOpenAiSpeechEmulator } from './openai-speech.ts';
 
 export interface CliOptions {
   port: number;
@@ -37,6 +41,49 @@ export const EMULATORS: Record<string, (o: CliOptions) => Promise<RunningEmulato
       close: () => emu.close(),
       describe: () =>
         `deepgram live STT v1 at ${emu.wsUrl}/v1/listen (keys: ${emu.options.apiKeys.join(', ')}; SDK baseUrl ${emu.url})`,
+    };
+  },
+  'deepgram-speak': async (o) => {
+    const emu = await startDeepgramSpeakEmulator({ port: o.port, host: o.host, tls: o.tls, ...(o.keys.length > 0 ? { apiKeys: o.keys } : {}) });
+    return {
+      server: emu.server,
+      close: () => emu.close(),
+      describe: () =>
+        `deepgram Aura TTS at ${emu.wsUrl}/v1/speak and POST ${emu.url}/v1/speak (keys: ${emu.options.apiKeys.join(', ')}; SDK baseUrl ${emu.url})`,
+    };
+  },
+  cartesia: async (o) => {
+    const emu = await startCartesiaEmulator({ port: o.port, host: o.host, tls: o.tls, ...(o.keys.length > 0 ? { apiKeys: o.keys } : {}) });
+    return {
+      server: emu.server,
+      close: () => emu.close(),
+      describe: () =>
+        `cartesia TTS WebSocket at ${emu.ttsUrl} (X-API-Key or Bearer: ${emu.options.apiKeys.join(', ')}; Cartesia-Version required; SDK baseURL ${emu.url})`,
+    };
+  },
+  elevenlabs: async (o) => {
+    const emu = await startElevenLabsEmulator({ port: o.port, host: o.host, tls: o.tls, ...(o.keys.length > 0 ? { apiKeys: o.keys } : {}) });
+    return {
+      server: emu.server,
+      close: () => emu.close(),
+      describe: () =>
+        `elevenlabs TTS at ${emu.wsUrl}/v1/text-to-speech/{voice_id}/stream-input and /multi-stream-input, REST POST ${emu.url}/v1/text-to-speech/{voice_id}/stream (keys: ${emu.options.apiKeys.join(', ')})`,
+    };
+  },
+  'openai-speech': async (o) => {
+    const emu = await startOpenAiSpeechEmulator({
+      port: o.port,
+      host: o.host,
+      tls: o.tls,
+      ...(o.keys.length > 0 ? { apiKeys: o.keys } : {}),
+      ...(process.env['EMULATOR_REALISTIC'] === '1' ? OPENAI_SPEECH_REALISTIC_TIMING : {}),
+      log,
+    });
+    return {
+      server: emu.server,
+      close: () => emu.close(),
+      describe: () =>
+        `openai speech at ${emu.speechUrl} (keys: ${emu.options.apiKeys.join(', ')}; first audio ${emu.options.firstAudioDelayMs} ms, ${emu.options.realtimeFactor}x real time; SDK baseURL ${emu.baseUrl})`,
     };
   },
 };
