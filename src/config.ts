@@ -59,6 +59,24 @@ export const fileSchema = z.strictObject({
       connectTimeoutS: seconds(120).default(10),
     })
     .prefault({}),
+  tts: z
+    .strictObject({
+      /** A socket with no client message for this long gets session.closed and is closed. */
+      idleTimeoutS: seconds(86400).default(600),
+      /** During a generation, a heartbeat message after this long without any server message. */
+      heartbeatS: seconds(9).default(3),
+      /** A generation whose provider sends nothing for this long fails with 504. */
+      providerSilenceTimeoutS: seconds(600).default(30),
+      /** Largest accepted client message. */
+      maxMessageBytes: z.number().int().min(4 * 1024).max(16 * 1024 * 1024).default(256 * 1024),
+      /** Most text one generation may carry. */
+      maxGenerationChars: z.number().int().min(100).max(10_000_000).default(100_000),
+      /** Warm provider sockets kept across sessions, per provider/options key (0 disables). */
+      poolMaxPerKey: z.number().int().min(0).max(100).default(4),
+      /** How long a parked warm socket is kept. */
+      poolIdleS: seconds(3600).default(60),
+    })
+    .prefault({}),
   providers: z.record(z.string(), providerSchema).default({}),
 });
 export type FileConfig = z.infer<typeof fileSchema>;
@@ -142,6 +160,8 @@ export function resolveConfig(file: FileConfig, env: Env = process.env): Gateway
   // Environment basics override the file defaults.
   const inactivity = envNumber(env, 'STT_INACTIVITY_TIMEOUT_S');
   if (inactivity !== undefined) file.stt.inactivityTimeoutS = inactivity;
+  const ttsIdle = envNumber(env, 'TTS_IDLE_TIMEOUT_S');
+  if (ttsIdle !== undefined) file.tts.idleTimeoutS = ttsIdle;
   const shutdown = envNumber(env, 'SHUTDOWN_TIMEOUT_S');
   if (shutdown !== undefined) file.server.shutdownTimeoutS = shutdown;
 

@@ -5,8 +5,8 @@
  */
 import type { GatewayConfig } from '../config.ts';
 import { GatewayError } from '../protocol/errors.ts';
-import { STT_ADAPTERS, findSttAdapter, isProviderId, sttModelsOf } from '../providers/registry.ts';
-import type { ProviderEndpoint, SttAdapter } from '../providers/types.ts';
+import { STT_ADAPTERS, TTS_ADAPTERS, findSttAdapter, findTtsAdapter, isProviderId, sttModelsOf } from '../providers/registry.ts';
+import type { ProviderEndpoint, SttAdapter, TtsAdapter } from '../providers/types.ts';
 
 export interface SttRoute {
   adapter: SttAdapter;
@@ -76,4 +76,58 @@ export function resolveSttRoute(raw: string | null | undefined, cfg: GatewayConf
     route: { adapter: match.adapter, model: match.model, endpoint, label: `${provider}/${match.model}` },
     language: parsed.language,
   };
+}
+
+export interface TtsRoute {
+  adapter: TtsAdapter;
+  /** Provider-native model id. */
+  model: string;
+  /** Voice from the model string suffix (`cartesia/sonic-3:<voice>`), if any. */
+  voice: string | undefined;
+  endpoint: ProviderEndpoint;
+  /** `provider/model`, as shown in logs and metrics. */
+  label: string;
+}
+
+/**
+ * `provider/model[:voice]` (split on the last `:`; `cartesia/sonic:` = empty voice), a bare
+ * provider, or `auto`. An explicit `voice` field beats the suffix (the session decides).
+ */
+export function parseTtsModel(raw: string | null | undefined): { provider: string; model: string | undefined; voice: string | undefined } {
+  let rest = (raw ?? '').trim();
+  let voice: string | undefined;
+  const colon = rest.lastIndexOf(':');
+  if (colon >= 0) {
+    voice = rest.slice(colon + 1) || undefined;
+    rest = rest.slice(0, colon);
+  }
+  const slash = rest.indexOf('/');
+  const provider = slash < 0 ? rest : rest.slice(0, slash);
+  const model = slash < 0 ? undefined : rest.slice(slash + 1) || undefined;
+  return { provider, model, voice };
+}
+
+export function resolveTtsRoute(raw: string | null | undefined, cfg: GatewayConfig): TtsRoute {
+  const { provider, model, voice } = parseTtsModel(raw);
+  if (provider === '' || provider === 'auto') {
+    for (const adapter of TTS_ADAPTERS) {
+      const endpoint = cfg.endpoints.get(adapter.provider);
+      if (endpoint) return { adapter, model: adapter.defaultModel, voice, endpoint, label: `${adapter.provider}/${adapter.defaultModel}` };
+    }
+    throw new GatewayError('bad_request', 'no TTS provider has credentials configured; set a provider API key (see docs/configuration.md)');
+  }
+  const adapter = findTtsAdapter(provider);
+  if (!adapter) {
+    throw new GatewayError('not_found', `unknown TTS provider "${provider.slice(0, 40)}"; available: ${TTS_ADAPTERS.map((a) => a.provider).join(', ')}`);
+  }
+  const m = model ?? adapter.defaultModel;
+  if (!adapter.models.includes(m)) {
+    throw new GatewayError('not_found', `unknown TTS model "${provider}/${m.slice(0, 60)}"; ${provider} models: ${adapter.models.join(', ')}`);
+  }
+  const endpoint = cfg.endpoints.get(adapter.provider);
+  if (!endpoint) {
+    const variable = cfg.missingCredentials.get(adapter.provider) ?? 'its API key';
+    throw new GatewayError('bad_request', `provider ${provider} has no credentials configured on this gateway (set ${variable})`);
+  }
+  return { adapter, model: m, voice, endpoint, label: `${provider}/${m}` };
 }

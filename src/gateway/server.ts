@@ -1,6 +1,6 @@
 /**
  * Routes. HTTP: /healthz, /readyz, /metrics (no auth), everything else authenticated or 404.
- * WebSocket upgrades: /v1/stt; /v1/eot and /v1/bargein answer 404 at the upgrade so dev-mode
+ * WebSocket upgrades: /v1/stt, /v1/tts; /v1/eot and /v1/bargein answer 404 at the upgrade so dev-mode
  * agents fall back to their local models at once (protocol.md 5.1, 5.2).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -14,6 +14,8 @@ import { GatewayError } from '../protocol/errors.ts';
 import { normalizePath, rejectUpgrade, requestMeta, sendError, sendJson } from './http.ts';
 import { SessionRegistry } from './sessions.ts';
 import { SttSession } from './stt-session.ts';
+import { TtsLinkPool } from './tts-pool.ts';
+import { TtsSession } from './tts-session.ts';
 import { createWsTransport, type WsConnection } from './transport.ts';
 import { authenticate } from './upgrade.ts';
 
@@ -43,6 +45,7 @@ export function createGateway(cfg: GatewayConfig, opts: GatewayOptions): Gateway
   const usage = opts.usage ?? new LogUsageSink(log);
   const sessions = new SessionRegistry();
   const transport = createWsTransport({ maxPayload: cfg.file.stt.maxMessageBytes * 4 });
+  const ttsPool = new TtsLinkPool({ maxPerKey: cfg.file.tts.poolMaxPerKey, idleMs: cfg.file.tts.poolIdleS * 1000 });
   let draining = false;
 
   const wsRoutes = new Map<string, WsRoute>([
@@ -53,6 +56,17 @@ export function createGateway(cfg: GatewayConfig, opts: GatewayOptions): Gateway
           conn,
           { apiKey, meta: requestMeta(req.headers) },
           { cfg, metrics, usage, log, onEnd: (s) => sessions.remove(s) },
+        );
+        sessions.add(session);
+      },
+    ],
+    [
+      '/v1/tts',
+      (conn, req, apiKey) => {
+        const session = new TtsSession(
+          conn,
+          { apiKey, meta: requestMeta(req.headers) },
+          { cfg, metrics, usage, log, pool: ttsPool, onEnd: (s) => sessions.remove(s) },
         );
         sessions.add(session);
       },
@@ -157,6 +171,7 @@ export function createGateway(cfg: GatewayConfig, opts: GatewayOptions): Gateway
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       // Upgraded sockets are not HTTP connections: the transport cuts whatever is still open.
       transport.close();
+      ttsPool.close();
       sessions.stop();
       server.closeAllConnections();
       await closed;

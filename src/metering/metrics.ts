@@ -68,8 +68,31 @@ export class GatewayMetrics {
     registers: [this.registry],
   });
 
+  readonly ttsCharacters = new Counter({
+    name: 'gateway_tts_characters_total',
+    help: 'Characters of text sent to TTS providers (the billing figure).',
+    labelNames: ['provider', 'model', 'api_key'] as const,
+    registers: [this.registry],
+  });
+
+  readonly ttsAudioSeconds = new Counter({
+    name: 'gateway_tts_audio_seconds_total',
+    help: 'Seconds of synthesized audio delivered to clients.',
+    labelNames: ['provider', 'model', 'api_key'] as const,
+    registers: [this.registry],
+  });
+
+  readonly ttsFirstAudioSeconds = new Histogram({
+    name: 'gateway_tts_first_audio_seconds',
+    help: 'Time from the first text of a generation to its first audio sent to the client.',
+    labelNames: ['provider', 'model'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
     this.sessionsActive.set({ modality: 'stt' }, 0);
+    this.sessionsActive.set({ modality: 'tts' }, 0);
   }
 }

@@ -13,15 +13,19 @@ export interface RequestMeta {
 }
 
 export interface UsageRecord {
-  modality: 'stt';
+  modality: 'stt' | 'tts';
   sessionId: string;
   apiKey: string;
   provider: string;
   model: string;
   startedAt: Date;
   endedAt: Date;
-  /** Client audio accepted, seconds (the billing figure). */
+  /** STT: client audio forwarded to the provider (the billing figure). TTS: audio delivered. Seconds. */
   audioSeconds: number;
+  /** TTS: characters sent to the provider (the billing figure). */
+  characters?: number;
+  /** TTS: generations started on this socket. */
+  generations?: number;
   outcome: string;
   errorCode?: number;
   meta: RequestMeta;

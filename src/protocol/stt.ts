@@ -4,8 +4,8 @@
  * builders for every server message.
  */
 import { z } from 'zod';
+import { extraSchema } from './common.ts';
 
-const extraSchema = z.record(z.string(), z.unknown()).nullish().transform((v) => v ?? {});
 
 export const sttSessionCreateSchema = z.object({
   type: z.literal('session.create'),
@@ -48,13 +48,7 @@ export const sttInputAudioSchema = z.object({ type: z.literal('input_audio'), au
 
 export const STT_CLIENT_TYPES = ['session.create', 'input_audio', 'session.update', 'session.finalize', 'session.close'] as const;
 
-/** Format zod issues as `path: reason; ...` for error events. */
-export function describeZodError(err: z.ZodError): string {
-  return err.issues
-    .slice(0, 5)
-    .map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`)
-    .join('; ');
-}
+export { describeZodError } from './common.ts';
 
 // ---- server messages -------------------------------------------------------------------
 

@@ -7,7 +7,7 @@
 import type { GatewayError } from '../protocol/errors.ts';
 
 /** Every provider the gateway knows. Adding one here makes the compiler point at the registry. */
-export type ProviderId = 'deepgram';
+export type ProviderId = 'deepgram' | 'cartesia' | 'elevenlabs' | 'openai';
 
 /** Static facts about a provider account: where its key and base URL come from. */
 export interface ProviderInfo {
@@ -132,3 +132,105 @@ export interface SttAdapter {
   /** Map an upstream close (code, reason) that we did not ask for to an error. */
   closeError?(code: number, reason: string): GatewayError;
 }
+
+// ---- TTS --------------------------------------------------------------------------------
+
+/** Options for one generation (voice/model/language/extra may change between generations). */
+export interface TtsOptions {
+  /** Provider-native model id (no `provider/` prefix). */
+  model: string;
+  /** Provider-native voice id. */
+  voice: string;
+  language: string | undefined;
+  /** Rate asked from the provider (one of `capabilities.sampleRates`). */
+  sampleRate: number;
+  /** Provider options from `extra`, validated by the adapter. */
+  extra: Record<string, unknown>;
+}
+
+export interface TtsCapabilities {
+  /** Timestamps the provider can return, and the `extra` flag that turns them on. */
+  alignment: { kind: 'words' | 'chars'; flag: string } | null;
+  /** Output rates the provider can produce as raw PCM s16le (others are resampled). */
+  sampleRates: readonly number[];
+}
+
+export interface TtsAlignment {
+  /** Seconds from the start of the generation's audio (at any sample rate). */
+  words?: { word: string; start: number; end: number }[];
+  chars?: { char: string; start: number; end: number }[];
+}
+
+/**
+ * Provider-neutral TTS events. `gen` is the generation the event belongs to when the provider
+ * multiplexes generations on one socket (e.g. a context id), else null.
+ */
+export type TtsEvent =
+  /** Raw PCM s16le mono at the generation's `sampleRate`. */
+  | { type: 'audio'; gen: string | null; pcm: Buffer }
+  | { type: 'alignment'; gen: string | null; alignment: TtsAlignment }
+  /** Every output of the generation has been delivered. */
+  | { type: 'done'; gen: string | null }
+  | { type: 'error'; gen: string | null; error: GatewayError };
+
+/** Per-socket protocol state of a WebSocket TTS provider. */
+export interface TtsWsCodec {
+  /** Frames to send as soon as the socket is open (e.g. an initial settings message). */
+  readonly openMessages: readonly string[];
+  /** Frames carrying one chunk of text of generation `gen` (the first chunk starts it). */
+  text(gen: string, text: string, opts: TtsOptions): string[];
+  /** Frames ending the input of generation `gen` (the provider then finishes and reports done). */
+  end(gen: string, opts: TtsOptions): string[];
+  /** Keep-alive frame to send after `idleMs` without any frame sent, or null. */
+  readonly keepAlive: { message: string; idleMs: number } | null;
+  /** Decode one provider frame. */
+  decode(data: Buffer, isBinary: boolean): TtsEvent[];
+}
+
+interface TtsAdapterBase {
+  provider: ProviderId;
+  /** Provider-native model ids served. */
+  models: readonly string[];
+  /** Model used for a bare provider name (`cartesia`). */
+  defaultModel: string;
+  /** Voice used when the client names none. */
+  defaultVoice: string;
+  capabilities: TtsCapabilities;
+  /** Normalize and validate options; throws GatewayError('bad_request') naming the bad option. */
+  validate(opts: TtsOptions): TtsOptions;
+}
+
+/**
+ * A WebSocket provider. `reuse: 'many'` = one socket serves sequential generations (a warm
+ * socket is kept per session and pooled across sessions); `'one'` = a socket per generation
+ * (the next one is opened ahead of time).
+ */
+export interface TtsWsAdapter extends TtsAdapterBase {
+  kind: 'ws';
+  reuse: 'many' | 'one';
+  /**
+   * Options fixed for the life of a socket (in its URL): generations whose key differs need
+   * another socket. '' when everything can change per generation.
+   */
+  connectionKey(opts: TtsOptions): string;
+  request(opts: TtsOptions, endpoint: ProviderEndpoint): UpstreamRequest;
+  createCodec(opts: TtsOptions): TtsWsCodec;
+  /** Map an upstream close that we did not ask for to an error. */
+  closeError?(code: number, reason: string): GatewayError;
+}
+
+export interface HttpRequestSpec {
+  url: string;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/** An HTTP provider: one streaming request per chunk of text, raw PCM s16le in the body. */
+export interface TtsHttpAdapter extends TtsAdapterBase {
+  kind: 'http';
+  /** Longest text one request may carry. */
+  maxChars: number;
+  request(opts: TtsOptions, text: string, endpoint: ProviderEndpoint): HttpRequestSpec;
+}
+
+export type TtsAdapter = TtsWsAdapter | TtsHttpAdapter;
