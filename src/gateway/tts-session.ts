@@ -12,7 +12,7 @@
  * - Output: provider PCM is resampled to the client's rate and sent as base64 `output_audio`.
  * - Liveness: during a generation, a `heartbeat` after `tts.heartbeatS` without any server
  *   message keeps the client's 10 s receive timeout from firing; a provider silent for
- *   `tts.providerSilenceTimeoutS` fails the generation with 504.
+ *   `tts.providerSilenceTimeoutS` after `session.flush` fails the generation with 504.
  */
 import { randomBytes } from 'node:crypto';
 import type { GatewayConfig } from '../config.ts';
@@ -80,7 +80,7 @@ interface Generation {
   firstAudioAt: number;
   /** session.flush received. */
   ended: boolean;
-  /** Last time the provider sent anything for this generation (or the generation started). */
+  /** Last time the provider sent anything for this generation (or the generation started, or its flush). */
   lastUpstreamAt: number;
   wantAlignment: boolean;
 }
@@ -273,7 +273,12 @@ export class TtsSession {
       return;
     }
     const msg = parsed.data;
-    if (this.endAfterGeneration) return;
+    let gen = this.gen;
+    // Checked before merging: a refused chunk must not change the session's options.
+    if (gen !== null && gen.ended) {
+      this.reject(new GatewayError('bad_request', 'input_transcript after session.flush: wait for done before the next generation'));
+      return;
+    }
     let next: Settings;
     let opts: TtsOptions;
     try {
@@ -284,14 +289,10 @@ export class TtsSession {
       return;
     }
     this.settings = next;
-    let gen = this.gen;
-    if (gen !== null && gen.ended) {
-      this.reject(new GatewayError('bad_request', 'input_transcript after session.flush: wait for done before the next generation'));
-      return;
-    }
     if (gen === null) {
       // Whitespace alone does not start a generation (a flush then answers done at once).
-      if (msg.transcript.trim() === '') return;
+      // Draining: the generation in flight may finish, no new one starts.
+      if (msg.transcript.trim() === '' || this.endAfterGeneration) return;
       gen = this.startGeneration(next.route, opts);
     }
     const chars = countChars(msg.transcript);
@@ -473,10 +474,12 @@ export class TtsSession {
   private failGeneration(err: GatewayError, outcome: string): void {
     const gen = this.gen;
     if (gen === null) return;
+    this.lastError = err;
     this.send(wsErrorEvent(err, this.id));
     if (this.link === gen.link) this.link = null;
     gen.link.drop();
     this.closeGeneration(gen, outcome);
+    if (this.endAfterGeneration) this.finish('error', this.endCloseCode);
   }
 
   /** The client went away or asked to stop mid-generation: stop the provider at once. */
@@ -495,7 +498,9 @@ export class TtsSession {
     const cfg = this.deps.cfg.file.tts;
     const gen = this.gen;
     if (gen !== null) {
-      if (now - gen.lastUpstreamAt > cfg.providerSilenceTimeoutS * 1000) {
+      // Before session.flush a silent provider may just have nothing left to say (the client's
+      // LLM is slow); from the flush on it owes the rest of the audio and the done.
+      if (gen.ended && now - gen.lastUpstreamAt > cfg.providerSilenceTimeoutS * 1000) {
         this.failGeneration(
           new GatewayError('provider_timeout', `${gen.route.label}: provider sent nothing for ${cfg.providerSilenceTimeoutS} s`),
           'provider_timeout',
