@@ -169,6 +169,24 @@ describe('liveness', () => {
     expect(audioOf(msgs).length).toBe(expectedBytes('First sentence. Second sentence. '.length));
   });
 
+  it('a pause past Cartesia context expiry mid-generation continues on a new context, one timeline', async () => {
+    const gw = await gateway();
+    const { rec } = await startTts(gw, { extra: { add_timestamps: true } });
+    const from = rec.messages.length;
+    rec.send(transcript('First sentence. '));
+    await sleep(1800); // the first sentence's audio ends well before; Cartesia expires the context 1 s later
+    rec.send(transcript('Second sentence. '));
+    rec.send({ type: 'session.flush' });
+    const msgs = await untilEnd(rec, from);
+    expect(msgs.filter((m) => m.type === 'error')).toEqual([]);
+    expect(msgs.at(-1)?.type).toBe('done');
+    expect(audioOf(msgs).length).toBe(expectedBytes('First sentence. Second sentence. '.length));
+    const words = msgs.filter((m) => m.type === 'output_alignment').flatMap((m) => m.words as { word: string; start: number }[]);
+    expect(words.map((w) => w.word)).toEqual(['First', 'sentence.', 'Second', 'sentence.']);
+    // 'Second' starts after the 16 characters of the first sentence's audio.
+    expect(words[2]?.start).toBeCloseTo((16 * MS_PER_CHAR) / 1000, 2);
+  });
+
   it('tts.idleTimeoutS: a quiet socket gets session.closed then 1000; a socket with client messages stays open', async () => {
     const gw = await gateway({ idleTimeoutS: 1, heartbeatS: 1 });
     const quiet = await startTts(gw);

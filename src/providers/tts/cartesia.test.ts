@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { GatewayError } from '../../protocol/errors.ts';
 import type { TtsOptions } from '../types.ts';
 import { CARTESIA_API_VERSION, cartesiaTts, decodeCartesia } from './cartesia.ts';
@@ -105,5 +105,43 @@ describe('cartesia tts: decode', () => {
   it('reports a non-JSON frame as a provider error', () => {
     const [e] = decodeCartesia(Buffer.from('garbage'), false);
     expect((e as { error: GatewayError }).error.status).toBe(502);
+  });
+});
+
+describe('cartesia tts: continuation contexts', () => {
+  afterEach(() => vi.useRealTimers());
+
+  it('moves the rest of a generation to a new context after a pause past the expiry, on one timeline', () => {
+    vi.useFakeTimers();
+    const codec = cartesiaTts.createCodec(base);
+    const opts = { ...base, sampleRate: 16000 };
+    const [a] = codec.text('g1', 'One. ', opts);
+    expect(JSON.parse(a as string).context_id).toBe('g1');
+    // 1 s of audio for the first sentence.
+    const pcm = Buffer.alloc(32000);
+    expect(codec.decode(j({ type: 'chunk', context_id: 'g1', data: pcm.toString('base64') }), false)).toEqual([{ type: 'audio', gen: 'g1', pcm }]);
+    vi.advanceTimersByTime(1500);
+    const [b] = codec.text('g1', 'Two. ', opts);
+    expect(JSON.parse(b as string)).toMatchObject({ context_id: 'g1-c1', transcript: 'Two. ', continue: true });
+    const [end] = codec.end('g1', opts);
+    expect(JSON.parse(end as string)).toMatchObject({ context_id: 'g1-c1', continue: false });
+    // The expired context's error or done is not the generation's; the continuation's are.
+    expect(codec.decode(j({ type: 'error', context_id: 'g1', status_code: 400, error: 'expired' }), false)).toEqual([]);
+    expect(codec.decode(j({ type: 'done', context_id: 'g1' }), false)).toEqual([]);
+    const [ts] = codec.decode(j({ type: 'timestamps', context_id: 'g1-c1', word_timestamps: { words: ['Two.'], start: [0], end: [0.3] } }), false);
+    expect(ts).toEqual({ type: 'alignment', gen: 'g1', alignment: { words: [{ word: 'Two.', start: 1, end: 1.3 }] } });
+    expect(codec.decode(j({ type: 'done', context_id: 'g1-c1' }), false)).toEqual([{ type: 'done', gen: 'g1' }]);
+  });
+
+  it('keeps one context when the text keeps coming', () => {
+    vi.useFakeTimers();
+    const codec = cartesiaTts.createCodec(base);
+    codec.text('g1', 'One. ', base);
+    codec.decode(j({ type: 'chunk', context_id: 'g1', data: Buffer.alloc(480).toString('base64') }), false);
+    vi.advanceTimersByTime(300);
+    const [b] = codec.text('g1', 'Two. ', base);
+    expect(JSON.parse(b as string).context_id).toBe('g1');
+    const [c] = codec.text('g2', 'Next. ', base);
+    expect(JSON.parse(c as string).context_id).toBe('g2');
   });
 });

@@ -145,17 +145,45 @@ export function decodeCartesia(data: Buffer, isBinary: boolean): TtsEvent[] {
   }
 }
 
+/**
+ * Cartesia expires a context 1 s after its last audio output. When a client pauses longer than
+ * that mid-generation (a slow LLM between sentences), the rest of the generation goes to a
+ * continuation context `<gen>-c<n>`; its audio and timestamps continue the generation's
+ * timeline. Done and errors count only from the current context.
+ */
+const CONTEXT_REFRESH_MS = 700;
+const CONTINUATION = /-c\d+$/;
+
 class CartesiaCodec implements TtsWsCodec {
   readonly openMessages: readonly string[] = [];
   readonly keepAlive = null;
-  /** Serialized fixed fields of the current context (computed once per generation). */
   private gen = '';
+  /** Current context id and its serialized fixed fields. */
+  private ctx = '';
+  private seq = 0;
   private head = '';
+  private bytesPerSecond = 48000;
+  /** Audio of the generation so far, and where the current context started in it. */
+  private genBytes = 0;
+  private ctxStartBytes = 0;
+  private lastAudioAt = 0;
 
   private headFor(gen: string, opts: TtsOptions): string {
     if (gen !== this.gen) {
       this.gen = gen;
+      this.seq = 0;
+      this.ctx = gen;
+      this.genBytes = 0;
+      this.ctxStartBytes = 0;
+      this.lastAudioAt = 0;
+      this.bytesPerSecond = opts.sampleRate * 2;
       this.head = fixedFields(gen, opts);
+    } else if (this.lastAudioAt > 0 && Date.now() - this.lastAudioAt > CONTEXT_REFRESH_MS) {
+      this.seq += 1;
+      this.ctx = `${gen}-c${this.seq}`;
+      this.ctxStartBytes = this.genBytes;
+      this.lastAudioAt = 0;
+      this.head = fixedFields(this.ctx, opts);
     }
     return this.head;
   }
@@ -169,7 +197,31 @@ class CartesiaCodec implements TtsWsCodec {
   }
 
   decode(data: Buffer, isBinary: boolean): TtsEvent[] {
-    return decodeCartesia(data, isBinary);
+    const out: TtsEvent[] = [];
+    for (const ev of decodeCartesia(data, isBinary)) {
+      if (ev.gen === null) {
+        out.push(ev);
+        continue;
+      }
+      const current = ev.gen === this.ctx;
+      const gen = ev.gen.replace(CONTINUATION, '');
+      if (ev.type === 'audio') {
+        // Late audio of an earlier context of this generation is still its audio.
+        if (gen === this.gen) {
+          this.genBytes += ev.pcm.length;
+          this.lastAudioAt = Date.now();
+        }
+        out.push({ ...ev, gen });
+      } else if (current) {
+        if (ev.type === 'alignment' && this.ctxStartBytes > 0 && ev.alignment.words) {
+          const off = this.ctxStartBytes / this.bytesPerSecond;
+          out.push({ ...ev, gen, alignment: { words: ev.alignment.words.map((w) => ({ word: w.word, start: w.start + off, end: w.end + off })) } });
+        } else {
+          out.push({ ...ev, gen });
+        }
+      }
+    }
+    return out;
   }
 }
 
