@@ -77,6 +77,28 @@ export const fileSchema = z.strictObject({
       poolIdleS: seconds(3600).default(60),
     })
     .prefault({}),
+  llm: z
+    .strictObject({
+      /** Largest accepted request body. */
+      maxBodyBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(8 * 1024 * 1024),
+      /** Before the first token, an SSE comment after this long without output. */
+      keepAliveS: seconds(30).default(3),
+      /** Time allowed for a provider to answer with response headers. */
+      headersTimeoutS: seconds(600).default(60),
+      /** Custom OpenAI-compatible upstreams (vLLM, Ollama, llama.cpp server...), by provider id. */
+      upstreams: z
+        .record(
+          z.string().regex(/^[a-z0-9][a-z0-9._-]{0,39}$/, 'lower-case id: letters, digits, . _ -'),
+          z.strictObject({
+            baseUrl: z.string().url(),
+            apiKey: secretRef.optional(),
+            /** Model ids listed by GET /v1/models (any model id is forwarded). */
+            models: z.array(z.string().min(1).max(200)).default([]),
+          }),
+        )
+        .default({}),
+    })
+    .prefault({}),
   providers: z.record(z.string(), providerSchema).default({}),
 });
 export type FileConfig = z.infer<typeof fileSchema>;
@@ -92,6 +114,8 @@ export interface GatewayConfig {
   endpoints: Map<ProviderId, ProviderEndpoint>;
   /** Providers that are known but have no key configured, with the variable to set. */
   missingCredentials: Map<ProviderId, string>;
+  /** Custom OpenAI-compatible LLM upstreams from the file, by id (secrets resolved). */
+  llmUpstreams: Map<string, { endpoint: ProviderEndpoint; models: string[] }>;
 }
 
 type Env = Record<string, string | undefined>;
@@ -202,5 +226,18 @@ export function resolveConfig(file: FileConfig, env: Env = process.env): Gateway
     });
   }
 
-  return { port, host, devMode: keys.devMode, logLevel: env.LOG_LEVEL || 'info', keys, file, endpoints, missingCredentials };
+  const llmUpstreams = new Map<string, { endpoint: ProviderEndpoint; models: string[] }>();
+  for (const [id, u] of Object.entries(file.llm.upstreams)) {
+    if (isProviderId(id)) throw new ConfigError(`llm.upstreams.${id}: "${id}" is a built-in provider; configure it under providers.${id}`);
+    llmUpstreams.set(id, {
+      endpoint: {
+        apiKey: u.apiKey ? resolveSecret(u.apiKey, `llm.upstreams.${id}.apiKey`, env) : '',
+        baseUrl: u.baseUrl,
+        connectTimeoutMs: Math.round(file.llm.headersTimeoutS * 1000),
+      },
+      models: u.models,
+    });
+  }
+
+  return { port, host, devMode: keys.devMode, logLevel: env.LOG_LEVEL || 'info', keys, file, endpoints, missingCredentials, llmUpstreams };
 }

@@ -5,8 +5,9 @@
  */
 import type { GatewayConfig } from '../config.ts';
 import { GatewayError } from '../protocol/errors.ts';
-import { STT_ADAPTERS, TTS_ADAPTERS, findSttAdapter, findTtsAdapter, isProviderId, sttModelsOf } from '../providers/registry.ts';
-import type { ProviderEndpoint, SttAdapter, TtsAdapter } from '../providers/types.ts';
+import { customLlmVendor } from '../providers/llm/vendors.ts';
+import { LLM_ADAPTERS, STT_ADAPTERS, TTS_ADAPTERS, findLlmAdapter, findSttAdapter, findTtsAdapter, isProviderId, sttModelsOf } from '../providers/registry.ts';
+import type { LlmAdapter, ProviderEndpoint, SttAdapter, TtsAdapter } from '../providers/types.ts';
 
 export interface SttRoute {
   adapter: SttAdapter;
@@ -130,4 +131,41 @@ export function resolveTtsRoute(raw: string | null | undefined, cfg: GatewayConf
     throw new GatewayError('bad_request', `provider ${provider} has no credentials configured on this gateway (set ${variable})`);
   }
   return { adapter, model: m, voice, endpoint, label: `${provider}/${m}` };
+}
+
+export interface LlmRoute {
+  /** Provider id as in the model string (a built-in provider or a configured upstream). */
+  provider: string;
+  adapter: LlmAdapter;
+  /** Provider-native model id (everything after the first `/`). */
+  model: string;
+  endpoint: ProviderEndpoint;
+  label: string;
+}
+
+const MODEL_ID = /^[\w.:@/+-]{1,200}$/;
+
+/** `provider/model` (the model id may itself contain `/`, e.g. `groq/openai/gpt-oss-120b`). */
+export function resolveLlmRoute(raw: unknown, cfg: GatewayConfig): LlmRoute {
+  if (typeof raw !== 'string' || raw.length === 0) throw new GatewayError('bad_request', '"model" must be a string "provider/model"');
+  const slash = raw.indexOf('/');
+  const provider = slash < 0 ? raw : raw.slice(0, slash);
+  const model = slash < 0 ? '' : raw.slice(slash + 1);
+  const custom = cfg.llmUpstreams.get(provider);
+  if (custom) {
+    if (!MODEL_ID.test(model)) throw new GatewayError('bad_request', `invalid model "${raw.slice(0, 100)}"; expected "${provider}/<model>"`);
+    return { provider, adapter: customLlmVendor, model, endpoint: custom.endpoint, label: `${provider}/${model}` };
+  }
+  const adapter = findLlmAdapter(provider);
+  if (!adapter) {
+    const known = [...LLM_ADAPTERS.map((a) => a.provider), ...cfg.llmUpstreams.keys()].join(', ');
+    throw new GatewayError('not_found', `unknown LLM provider "${provider.slice(0, 40)}"; available: ${known}`, { param: 'model' });
+  }
+  if (!MODEL_ID.test(model)) throw new GatewayError('bad_request', `invalid model "${raw.slice(0, 100)}"; expected "${provider}/<model>"`, { param: 'model' });
+  const endpoint = cfg.endpoints.get(adapter.provider);
+  if (!endpoint) {
+    const variable = cfg.missingCredentials.get(adapter.provider) ?? 'its API key';
+    throw new GatewayError('bad_request', `provider ${provider} has no credentials configured on this gateway (set ${variable})`);
+  }
+  return { provider, adapter, model, endpoint, label: `${provider}/${model}` };
 }

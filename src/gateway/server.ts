@@ -14,6 +14,7 @@ import { GatewayError } from '../protocol/errors.ts';
 import { normalizePath, rejectUpgrade, requestMeta, sendError, sendJson } from './http.ts';
 import { SessionRegistry } from './sessions.ts';
 import { SttSession } from './stt-session.ts';
+import { createLlmHandler } from './llm-handler.ts';
 import { TtsLinkPool } from './tts-pool.ts';
 import { TtsSession } from './tts-session.ts';
 import { createWsTransport, type WsConnection } from './transport.ts';
@@ -36,6 +37,12 @@ export interface Gateway {
 
 type WsRoute = (conn: WsConnection, req: IncomingMessage, apiKey: string) => void;
 
+/** HTTP API routes and their method. */
+const HTTP_ROUTES = new Map<string, string>([
+  ['/v1/chat/completions', 'POST'],
+  ['/v1/models', 'GET'],
+]);
+
 /** Paths that exist in the LiveKit protocol but are not served: 404 at the upgrade. */
 const UNSERVED_WS = new Set(['/v1/eot', '/v1/bargein']);
 
@@ -45,6 +52,7 @@ export function createGateway(cfg: GatewayConfig, opts: GatewayOptions): Gateway
   const usage = opts.usage ?? new LogUsageSink(log);
   const sessions = new SessionRegistry();
   const transport = createWsTransport({ maxPayload: cfg.file.stt.maxMessageBytes * 4 });
+  const llm = createLlmHandler({ cfg, metrics, usage, log });
   const ttsPool = new TtsLinkPool({ maxPerKey: cfg.file.tts.poolMaxPerKey, idleMs: cfg.file.tts.poolIdleS * 1000 });
   let draining = false;
 
@@ -102,6 +110,25 @@ export function createGateway(cfg: GatewayConfig, opts: GatewayOptions): Gateway
         res.writeHead(200, { 'Content-Type': metrics.registry.contentType });
         res.end(text);
       }
+      return;
+    }
+    const httpRoute = HTTP_ROUTES.get(path);
+    if (httpRoute) {
+      if (method !== httpRoute) {
+        sendError(res, new GatewayError('method_not_allowed', `${method} is not allowed on ${path}`), { Allow: httpRoute });
+        return;
+      }
+      const auth = await authenticate(req, cfg.keys, metrics, cfg.file.auth.clockToleranceS);
+      if (auth instanceof GatewayError) {
+        sendError(res, auth);
+        return;
+      }
+      if (draining) {
+        sendError(res, new GatewayError('unavailable', 'gateway is shutting down'), { 'Retry-After': '1' });
+        return;
+      }
+      if (path === '/v1/models') llm.models(res);
+      else await llm.chatCompletions(req, res, auth.apiKey, requestMeta(req.headers));
       return;
     }
     if (wsRoutes.has(path) || UNSERVED_WS.has(path)) {

@@ -90,6 +90,21 @@ export class GatewayMetrics {
     registers: [this.registry],
   });
 
+  readonly llmTokens = new Counter({
+    name: 'gateway_llm_tokens_total',
+    help: 'LLM tokens by kind (prompt, completion, cached); estimated="true" when the vendor reported no usage.',
+    labelNames: ['provider', 'model', 'api_key', 'kind', 'estimated'] as const,
+    registers: [this.registry],
+  });
+
+  readonly llmTtftSeconds = new Histogram({
+    name: 'gateway_llm_ttft_seconds',
+    help: 'Time from the request to the first visible output (text or tool call) sent to the client.',
+    labelNames: ['provider', 'model'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
     this.sessionsActive.set({ modality: 'stt' }, 0);

@@ -13,7 +13,7 @@ export interface RequestMeta {
 }
 
 export interface UsageRecord {
-  modality: 'stt' | 'tts';
+  modality: 'stt' | 'tts' | 'llm';
   sessionId: string;
   apiKey: string;
   provider: string;
@@ -26,6 +26,8 @@ export interface UsageRecord {
   characters?: number;
   /** TTS: generations started on this socket. */
   generations?: number;
+  /** LLM: tokens (from the vendor's usage, or estimated when it reported none). */
+  tokens?: { prompt: number; completion: number; cached: number; estimated: boolean };
   outcome: string;
   errorCode?: number;
   meta: RequestMeta;

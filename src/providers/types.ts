@@ -7,7 +7,18 @@
 import type { GatewayError } from '../protocol/errors.ts';
 
 /** Every provider the gateway knows. Adding one here makes the compiler point at the registry. */
-export type ProviderId = 'deepgram' | 'cartesia' | 'elevenlabs' | 'openai';
+export type ProviderId =
+  | 'deepgram'
+  | 'cartesia'
+  | 'elevenlabs'
+  | 'openai'
+  | 'anthropic'
+  | 'google'
+  | 'xai'
+  | 'deepseek-ai'
+  | 'moonshotai'
+  | 'groq'
+  | 'cerebras';
 
 /** Static facts about a provider account: where its key and base URL come from. */
 export interface ProviderInfo {
@@ -234,3 +245,85 @@ export interface TtsHttpAdapter extends TtsAdapterBase {
 }
 
 export type TtsAdapter = TtsWsAdapter | TtsHttpAdapter;
+
+// ---- LLM --------------------------------------------------------------------------------
+
+/** One server-sent event as parsed by the one SSE parser (providers/upstream/sse.ts). */
+export interface SseEvent {
+  /** `event:` field, when present. */
+  event?: string;
+  /** `data:` lines joined with "\n". */
+  data: string;
+}
+
+/** Token usage in OpenAI terms. */
+export interface LlmUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  /** Prompt tokens served from the provider's cache (counted in prompt_tokens too). */
+  cached_tokens: number;
+}
+
+/**
+ * Turns one upstream stream into OpenAI `chat.completion.chunk` JSON strings, statefully.
+ * `visible` tells the retry layer that text or a complete tool call reached the output.
+ */
+export interface LlmStreamTranslator {
+  push(ev: SseEvent): string[];
+  /** The upstream stream ended: anything still owed (a finish chunk, the usage chunk). */
+  end(): string[];
+  readonly usage: LlmUsage | null;
+  readonly visible: boolean;
+  /** A mid-stream error reported by the provider, or a stream that ended incomplete (the stream is over). */
+  readonly error: GatewayError | null;
+}
+
+export interface LlmRequestContext {
+  /** Provider-native model id. */
+  model: string;
+  /** `provider/model` as the client named it (echoed in chunks). */
+  label: string;
+  stream: boolean;
+}
+
+/** Parameters a model family rejects, dropped before forwarding. */
+export interface ParamRule {
+  /** Matches the provider-native model id. */
+  model: RegExp;
+  drop: readonly string[];
+  /** Only when the request has tools. */
+  withTools?: boolean;
+}
+
+/**
+ * An OpenAI-compatible vendor: data only. The base URL (and its override variable) come from
+ * the provider table and are written the way the vendor's SDK writes them; `chatPath` is what
+ * that SDK appends.
+ */
+export interface OpenAiCompatibleVendor {
+  kind: 'openai';
+  provider: ProviderId;
+  chatPath: string;
+  /** `extra_content` on messages/tool calls: Gemini thought signatures are kept (as
+   * `extra_content.google.thought_signature`), every other vendor gets them stripped. */
+  extraContent: 'google' | 'strip';
+  paramRules?: readonly ParamRule[];
+  /** Model ids listed by GET /v1/models when the vendor has credentials. */
+  models: readonly string[];
+}
+
+/** A vendor with its own API, translated to and from Chat Completions. */
+export interface TranslatingLlmAdapter {
+  kind: 'translate';
+  provider: ProviderId;
+  /** Model ids listed by GET /v1/models when the provider has credentials. */
+  models?: readonly string[];
+  /** Build the upstream request from the client's OpenAI body; throws GatewayError('bad_request'). */
+  request(body: Record<string, unknown>, ctx: LlmRequestContext, endpoint: ProviderEndpoint): HttpRequestSpec;
+  createStreamTranslator(ctx: LlmRequestContext, id: string, created: number): LlmStreamTranslator;
+  /** Non-streaming: the provider's JSON answer -> an OpenAI `chat.completion` object. */
+  translateResponse(json: unknown, ctx: LlmRequestContext, id: string, created: number): { body: Record<string, unknown>; usage: LlmUsage | null };
+}
+
+export type LlmAdapter = OpenAiCompatibleVendor | TranslatingLlmAdapter;

@@ -56,6 +56,8 @@ async function readCapped(res: Response): Promise<string> {
 }
 
 export interface StreamHandlers {
+  /** A 2xx answer arrived (headers); the body follows through onData. */
+  onResponse?(status: number, headers: Headers): void;
   onData(chunk: Buffer): void;
   onEnd(): void;
   /** Called once, instead of onEnd, for any failure (not for an abort we asked for). */
@@ -95,6 +97,8 @@ export function streamPost(spec: HttpRequestSpec, opts: { timeoutMs: number; lab
       finish(() => h.onError(httpStatusError(opts.label, res.status, body)));
       return;
     }
+    if (aborted || finished) return;
+    h.onResponse?.(res.status, res.headers);
     try {
       if (res.body) {
         for await (const c of res.body) {

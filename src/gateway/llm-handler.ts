@@ -1,0 +1,457 @@
+/**
+ * POST /v1/chat/completions and GET /v1/models (shared/protocol.md section 4).
+ *
+ * Streaming: the response headers go out as soon as the provider answers; until the first token,
+ * an SSE comment every `llm.keepAliveS` keeps byte-timeout clients alive. OpenAI-compatible
+ * chunks are forwarded as received (parsed only to be inspected); a translating adapter
+ * (Anthropic) produces chunks itself. Whatever the vendor does, the client gets `choices` arrays,
+ * a `finish_reason`, a usage chunk when it asked for one (estimated with a tokenizer when the
+ * vendor reports none) and `[DONE]`.
+ *
+ * Retries: one, on connection errors, 5xx and 429 (retryable codes), and only while nothing
+ * visible (text or a complete tool call) was sent (protocol.md 4.2).
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import type { GatewayConfig } from '../config.ts';
+import type { Logger } from '../log.ts';
+import type { GatewayMetrics } from '../metering/metrics.ts';
+import { estimatePromptTokens, estimateTokens } from '../metering/tokens.ts';
+import type { RequestMeta, UsageSink } from '../metering/usage.ts';
+import { ERROR_TABLE, GatewayError } from '../protocol/errors.ts';
+import { prepareOpenAiBody } from '../providers/llm/hygiene.ts';
+import { LLM_ADAPTERS } from '../providers/registry.ts';
+import type { HttpRequestSpec, LlmRequestContext, LlmStreamTranslator, LlmUsage, SseEvent } from '../providers/types.ts';
+import { streamPost } from '../providers/upstream/http-upstream.ts';
+import { SseParser } from '../providers/upstream/sse.ts';
+import { sendError, sendJson } from './http.ts';
+import { resolveLlmRoute, type LlmRoute } from './routing.ts';
+import { SseWriter } from './sse.ts';
+
+export interface LlmDeps {
+  cfg: GatewayConfig;
+  metrics: GatewayMetrics;
+  usage: UsageSink;
+  log: Logger;
+}
+
+type Json = Record<string, unknown>;
+
+/** Most completion text kept for a token estimate when the vendor reports no usage. */
+const MAX_ESTIMATE_TEXT = 1024 * 1024;
+/** Largest non-streaming answer accepted from a provider. */
+const MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
+
+function isObject(v: unknown): v is Json {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length'] ?? NaN);
+  if (Number.isFinite(declared) && declared > max) throw new GatewayError('payload_too_large', `request body exceeds ${max} bytes`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    size += c.length;
+    if (size > max) throw new GatewayError('payload_too_large', `request body exceeds ${max} bytes`);
+    chunks.push(c);
+  }
+  return Buffer.concat(chunks);
+}
+
+function toUsage(u: unknown): LlmUsage | null {
+  if (!isObject(u)) return null;
+  const num = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
+  const details = isObject(u.prompt_tokens_details) ? u.prompt_tokens_details : {};
+  const prompt = num(u.prompt_tokens);
+  const completion = num(u.completion_tokens);
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: num(u.total_tokens) || prompt + completion, cached_tokens: num(details.cached_tokens) };
+}
+
+/** Bounded label value for a model name chosen by clients. */
+function modelLabel(model: string): string {
+  return model.length <= 100 ? model : 'invalid';
+}
+
+/** Watches the chunks going to the client: finish, usage, visible output, text for estimates. */
+class ChunkInspector {
+  finished = false;
+  toolCalls = false;
+  visible = false;
+  firstVisibleAt = 0;
+  usage: LlmUsage | null = null;
+  text = '';
+  id = '';
+  created = 0;
+  upstreamModel = '';
+
+  /** Inspect one chunk; returns what to forward ('' to drop it). */
+  inspect(data: string, keepUsageChunk: boolean): string {
+    let obj: unknown;
+    try {
+      obj = JSON.parse(data);
+    } catch {
+      return '';
+    }
+    if (!isObject(obj)) return '';
+    if (typeof obj.id === 'string' && !this.id) this.id = obj.id;
+    if (typeof obj.created === 'number' && !this.created) this.created = obj.created;
+    if (typeof obj.model === 'string' && !this.upstreamModel) this.upstreamModel = obj.model;
+    let changed = false;
+    if (!Array.isArray(obj.choices)) {
+      obj.choices = [];
+      changed = true;
+    }
+    const usage = toUsage(obj.usage);
+    if (usage) this.usage = usage;
+    for (const c of obj.choices as unknown[]) {
+      if (!isObject(c)) continue;
+      const delta = isObject(c.delta) ? c.delta : isObject(c.message) ? c.message : null;
+      if (delta) {
+        if (typeof delta.content === 'string' && delta.content.length > 0) {
+          this.markVisible();
+          if (this.text.length < MAX_ESTIMATE_TEXT) this.text += delta.content;
+        }
+        if (Array.isArray(delta.tool_calls) && delta.tool_calls.length > 0) {
+          this.toolCalls = true;
+          if (this.text.length < MAX_ESTIMATE_TEXT) this.text += JSON.stringify(delta.tool_calls);
+        }
+      }
+      if (c.finish_reason != null) {
+        this.finished = true;
+        // A tool call is complete (visible) once its choice finishes.
+        if (this.toolCalls) this.markVisible();
+      }
+    }
+    if ((obj.choices as unknown[]).length === 0 && usage && !keepUsageChunk) return '';
+    return changed ? JSON.stringify(obj) : data;
+  }
+
+  private markVisible(): void {
+    if (!this.visible) {
+      this.visible = true;
+      this.firstVisibleAt = performance.now();
+    }
+  }
+}
+
+export interface LlmHandler {
+  chatCompletions(req: IncomingMessage, res: ServerResponse, apiKey: string, meta: RequestMeta): Promise<void>;
+  models(res: ServerResponse): void;
+}
+
+export function createLlmHandler(deps: LlmDeps): LlmHandler {
+  const { cfg, metrics, log } = deps;
+
+  function models(res: ServerResponse): void {
+    const data: Json[] = [];
+    for (const a of LLM_ADAPTERS) {
+      if (!cfg.endpoints.has(a.provider)) continue;
+      for (const m of a.models ?? []) data.push({ id: `${a.provider}/${m}`, object: 'model', created: 0, owned_by: a.provider });
+    }
+    for (const [id, u] of cfg.llmUpstreams) {
+      for (const m of u.models) data.push({ id: `${id}/${m}`, object: 'model', created: 0, owned_by: id });
+    }
+    sendJson(res, 200, { object: 'list', data });
+  }
+
+  async function chatCompletions(req: IncomingMessage, res: ServerResponse, apiKey: string, meta: RequestMeta): Promise<void> {
+    const startedAt = new Date();
+    const t0 = performance.now();
+    let raw: Buffer;
+    try {
+      raw = await readBody(req, cfg.file.llm.maxBodyBytes);
+    } catch (err) {
+      sendError(res, err instanceof GatewayError ? err : new GatewayError('bad_request', 'could not read the request body'));
+      return;
+    }
+    let body: unknown;
+    try {
+      body = JSON.parse(raw.toString('utf8'));
+    } catch {
+      sendError(res, new GatewayError('bad_request', 'request body is not valid JSON'));
+      return;
+    }
+    if (!isObject(body)) {
+      sendError(res, new GatewayError('bad_request', 'request body must be a JSON object'));
+      return;
+    }
+    if (!Array.isArray(body.messages) || body.messages.length === 0) {
+      sendError(res, new GatewayError('bad_request', '"messages" must be a non-empty array', { param: 'messages' }));
+      return;
+    }
+    let route: LlmRoute;
+    try {
+      route = resolveLlmRoute(body.model, cfg);
+    } catch (err) {
+      const e = err instanceof GatewayError ? err : new GatewayError('internal', 'internal error');
+      metrics.requests.inc({ modality: 'llm', provider: 'none', model: 'none', outcome: e.code });
+      sendError(res, e);
+      return;
+    }
+    const stream = body.stream === true;
+    const ctx: LlmRequestContext = { model: route.model, label: route.label, stream };
+    let spec: HttpRequestSpec;
+    let clientWantsUsage = false;
+    let newTranslator: (() => LlmStreamTranslator) | null = null;
+    const id = `chatcmpl-${randomBytes(12).toString('base64url')}`;
+    const created = Math.floor(Date.now() / 1000);
+    try {
+      if (route.adapter.kind === 'openai') {
+        const prepared = prepareOpenAiBody(body, route.adapter, route.model);
+        clientWantsUsage = prepared.clientWantsUsage;
+        const headers: Record<string, string> = { 'Content-Type': 'application/json', Accept: stream ? 'text/event-stream' : 'application/json' };
+        if (route.endpoint.apiKey) headers.Authorization = `Bearer ${route.endpoint.apiKey}`;
+        spec = { url: `${route.endpoint.baseUrl.replace(/\/+$/, '')}${route.adapter.chatPath}`, headers, body: JSON.stringify(prepared.body) };
+      } else {
+        const adapter = route.adapter;
+        clientWantsUsage = isObject(body.stream_options) && body.stream_options.include_usage === true;
+        spec = adapter.request(body, ctx, route.endpoint);
+        newTranslator = () => adapter.createStreamTranslator(ctx, id, created);
+      }
+    } catch (err) {
+      sendError(res, err instanceof GatewayError ? err : new GatewayError('bad_request', 'invalid request'));
+      return;
+    }
+
+    const labels = { provider: route.provider, model: modelLabel(route.model) };
+    const sse = new SseWriter(res);
+    const inspector = new ChunkInspector();
+    let abort: (() => void) | null = null;
+    let done = false;
+    let outcome = 'ok';
+    let keepAlive: NodeJS.Timeout | null = null;
+    const timeoutMs = Math.round(cfg.file.llm.headersTimeoutS * 1000) * (stream ? 1 : 10);
+
+    const finish = (result: string, usage: LlmUsage | null, estimated: boolean): void => {
+      if (done) return;
+      done = true;
+      outcome = result;
+      if (keepAlive) clearInterval(keepAlive);
+      metrics.requests.inc({ modality: 'llm', ...labels, outcome });
+      if (inspector.firstVisibleAt > 0) metrics.llmTtftSeconds.observe(labels, (inspector.firstVisibleAt - t0) / 1000);
+      if (usage) {
+        const l = { ...labels, api_key: apiKey, estimated: String(estimated) };
+        metrics.llmTokens.inc({ ...l, kind: 'prompt' }, usage.prompt_tokens);
+        metrics.llmTokens.inc({ ...l, kind: 'completion' }, usage.completion_tokens);
+        if (usage.cached_tokens > 0) metrics.llmTokens.inc({ ...l, kind: 'cached' }, usage.cached_tokens);
+      }
+      deps.usage.record({
+        modality: 'llm',
+        sessionId: id,
+        apiKey,
+        provider: route.provider,
+        model: route.model,
+        startedAt,
+        endedAt: new Date(),
+        audioSeconds: 0,
+        outcome,
+        ...(usage ? { tokens: { prompt: usage.prompt_tokens, completion: usage.completion_tokens, cached: usage.cached_tokens, estimated } } : {}),
+        meta,
+      });
+    };
+
+    res.on('close', () => {
+      if (done) return;
+      abort?.();
+      // The client went away: bill what the vendor reported so far, else estimate what was produced.
+      void usageOrEstimate().then(({ usage, estimated }) => finish('cancelled', usage, estimated));
+    });
+
+    const usageOrEstimate = async (): Promise<{ usage: LlmUsage; estimated: boolean }> => {
+      if (inspector.usage) return { usage: inspector.usage, estimated: false };
+      const prompt = await estimatePromptTokens(body as Json);
+      const completion = await estimateTokens(inspector.text);
+      return { usage: { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, cached_tokens: 0 }, estimated: true };
+    };
+
+    const fail = (err: GatewayError): void => {
+      if (done) return;
+      log.warn({ model: route.label, code: err.status, err: err.message }, 'llm request failed');
+      if (!sse.isStarted) {
+        if (!res.headersSent && !res.destroyed) sendError(res, err);
+      } else {
+        sse.data(JSON.stringify({ error: { message: err.message, type: ERROR_TABLE[err.code].type, code: err.status } }));
+        sse.end();
+      }
+      finish(err.code, inspector.usage, false);
+    };
+
+    const endStream = async (translator: LlmStreamTranslator | null): Promise<void> => {
+      if (done) return;
+      if (translator) for (const s of translator.end()) forward(s);
+      if (translator?.error) {
+        fail(translator.error);
+        return;
+      }
+      if (!inspector.finished && (inspector.visible || inspector.toolCalls)) {
+        forward(
+          JSON.stringify({
+            id: inspector.id || id,
+            object: 'chat.completion.chunk',
+            created: inspector.created || created,
+            model: inspector.upstreamModel || route.label,
+            choices: [{ index: 0, delta: {}, finish_reason: inspector.toolCalls ? 'tool_calls' : 'stop' }],
+          }),
+        );
+      }
+      const { usage, estimated } = await usageOrEstimate();
+      if (estimated && clientWantsUsage && sse.isOpen) {
+        sse.data(
+          JSON.stringify({
+            id: inspector.id || id,
+            object: 'chat.completion.chunk',
+            created: inspector.created || created,
+            model: inspector.upstreamModel || route.label,
+            choices: [],
+            usage: { prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens, total_tokens: usage.total_tokens },
+          }),
+        );
+      }
+      sse.done();
+      finish('ok', usage, estimated);
+    };
+
+    const forward = (data: string): void => {
+      const out = inspector.inspect(data, clientWantsUsage);
+      if (out) sse.data(out);
+    };
+
+    const attempt = (n: number): void => {
+      const parser = new SseParser();
+      const translator = newTranslator ? newTranslator() : null;
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let sawDone = false;
+      abort = streamPost(
+        spec,
+        { timeoutMs, label: route.provider },
+        {
+          onResponse: () => {
+            if (!stream || sse.isStarted) return;
+            sse.start();
+            const every = cfg.file.llm.keepAliveS * 1000;
+            keepAlive = setInterval(() => {
+              if (!inspector.visible && Date.now() - sse.lastWriteAt >= every) sse.comment('keep-alive');
+            }, Math.min(every, 1000));
+            keepAlive.unref();
+          },
+          onData: (chunk) => {
+            if (done) return;
+            if (!stream) {
+              size += chunk.length;
+              if (size > MAX_RESPONSE_BYTES) {
+                abort?.();
+                fail(new GatewayError('provider_error', `${route.provider}: response too large`));
+                return;
+              }
+              chunks.push(chunk);
+              return;
+            }
+            let events: SseEvent[];
+            try {
+              events = parser.push(chunk);
+            } catch (err) {
+              abort?.();
+              fail(new GatewayError('provider_error', `${route.provider}: ${(err as Error).message}`));
+              return;
+            }
+            for (const ev of events) {
+              if (done) return;
+              if (translator) {
+                for (const s of translator.push(ev)) forward(s);
+                if (translator.error) {
+                  abort?.();
+                  fail(translator.error);
+                  return;
+                }
+                continue;
+              }
+              if (sawDone) continue;
+              if (ev.data === '[DONE]') {
+                sawDone = true;
+                continue;
+              }
+              if (ev.data.includes('"error"')) {
+                const parsed = safeParse(ev.data);
+                if (isObject(parsed) && parsed.error !== undefined && parsed.error !== null) {
+                  // A vendor's mid-stream error goes to the client as is (the SDK raises it).
+                  abort?.();
+                  sse.data(ev.data);
+                  sse.end();
+                  finish('provider_error', inspector.usage, false);
+                  return;
+                }
+              }
+              forward(ev.data);
+            }
+          },
+          onEnd: () => {
+            if (done) return;
+            if (!stream) {
+              void finishNonStream(Buffer.concat(chunks));
+              return;
+            }
+            for (const ev of parser.end()) if (translator) for (const s of translator.push(ev)) forward(s);
+            void endStream(translator);
+          },
+          onError: (err) => {
+            if (done) return;
+            if (n === 1 && err.retryable && !inspector.visible) {
+              log.info({ model: route.label, code: err.status }, 'llm attempt failed before output: retrying once');
+              attempt(2);
+              return;
+            }
+            fail(err);
+          },
+        },
+      );
+    };
+
+    const finishNonStream = async (buf: Buffer): Promise<void> => {
+      const parsed = safeParse(buf.toString('utf8'));
+      if (!isObject(parsed)) {
+        fail(new GatewayError('provider_error', `${route.provider}: provider answer is not JSON`));
+        return;
+      }
+      let out: Json = parsed;
+      let usage: LlmUsage | null;
+      if (route.adapter.kind === 'translate') {
+        const t = route.adapter.translateResponse(parsed, ctx, id, created);
+        out = t.body;
+        usage = t.usage;
+      } else {
+        usage = toUsage(parsed.usage);
+        if (!Array.isArray(parsed.choices)) out = { ...parsed, choices: [] };
+      }
+      inspector.inspect(JSON.stringify({ choices: out.choices }), false);
+      let estimated = false;
+      if (!usage) {
+        const e = await usageOrEstimate();
+        usage = e.usage;
+        estimated = true;
+      }
+      if (!res.destroyed) {
+        if (out === parsed) {
+          res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': buf.length });
+          res.end(buf);
+        } else {
+          sendJson(res, 200, out);
+        }
+      }
+      finish('ok', usage, estimated);
+    };
+
+    attempt(1);
+  }
+
+  return { chatCompletions, models };
+}
+
+function safeParse(s: string): unknown {
+  try {
+    return JSON.parse(s);
+  } catch {
+    return undefined;
+  }
+}
