@@ -8,10 +8,12 @@
  */
 import { parseArgs } from 'node:util';
 import { selfSignedCert, type ConnectionRecord, type EmulatorServer, type RejectedUpgrade, type TlsOptions } from './base.ts';
+import { ANTHROPIC_REALISTIC_TIMING, startAnthropicEmulator } from './anthropic.ts';
 import { startCartesiaEmulator } from './cartesia.ts';
 import { startDeepgramSpeakEmulator } from './deepgram-speak.ts';
 import { startDeepgramEmulator } from './deepgram.ts';
 import { startElevenLabsEmulator } from './elevenlabs.ts';
+import { OPENAI_CHAT_REALISTIC_TIMING, startOpenAiChatEmulator, type ChatVendor } from './openai-chat.ts';
 import { OPENAI_SPEECH_REALISTIC_TIMING, startOpenAiSpeechEmulator } from './openai-speech.ts';
 
 export interface CliOptions {
@@ -68,6 +70,38 @@ export const EMULATORS: Record<string, (o: CliOptions) => Promise<RunningEmulato
       close: () => emu.close(),
       describe: () =>
         `elevenlabs TTS at ${emu.wsUrl}/v1/text-to-speech/{voice_id}/stream-input and /multi-stream-input, REST POST ${emu.url}/v1/text-to-speech/{voice_id}/stream (keys: ${emu.options.apiKeys.join(', ')})`,
+    };
+  },
+  'openai-chat': async (o) => {
+    const emu = await startOpenAiChatEmulator({
+      port: o.port,
+      host: o.host,
+      tls: o.tls,
+      vendor: (process.env['EMULATOR_VENDOR'] ?? 'openai') as ChatVendor,
+      ...(o.keys.length > 0 ? { apiKeys: o.keys } : {}),
+      ...(process.env['EMULATOR_REALISTIC'] === '1' ? OPENAI_CHAT_REALISTIC_TIMING : {}),
+      log,
+    });
+    return {
+      server: emu.server,
+      close: () => emu.close(),
+      describe: () =>
+        `openai chat completions (${emu.options.vendor}) at POST ${emu.chatUrl}, GET ${emu.baseUrl}/models (keys: ${emu.options.apiKeys.join(', ')}; SDK baseURL ${emu.baseUrl})`,
+    };
+  },
+  anthropic: async (o) => {
+    const emu = await startAnthropicEmulator({
+      port: o.port,
+      host: o.host,
+      tls: o.tls,
+      ...(o.keys.length > 0 ? { apiKeys: o.keys } : {}),
+      ...(process.env['EMULATOR_REALISTIC'] === '1' ? ANTHROPIC_REALISTIC_TIMING : {}),
+      log,
+    });
+    return {
+      server: emu.server,
+      close: () => emu.close(),
+      describe: () => `anthropic messages at POST ${emu.messagesUrl} (x-api-key: ${emu.options.apiKeys.join(', ')}; SDK baseURL ${emu.baseUrl})`,
     };
   },
   'openai-speech': async (o) => {
