@@ -31,6 +31,8 @@ import {
 import type { SttCodec, SttEvent, SttOptions, SttSegment } from '../providers/types.ts';
 import { connectUpstream, defaultCloseError, type UpstreamSocket } from '../providers/upstream/ws-upstream.ts';
 import { AudioRing } from './audio-ring.ts';
+import { PcmResampler } from './resampler.ts';
+import { pickSampleRate } from '../providers/options.ts';
 import { resolveSttRoute, type SttRoute } from './routing.ts';
 import { ClientSink } from './send.ts';
 import type { WsConnection } from './transport.ts';
@@ -54,6 +56,8 @@ interface Link {
   route: SttRoute;
   opts: SttOptions;
   codec: SttCodec;
+  /** Client rate -> the provider's rate, when they differ. */
+  resampler: PcmResampler | null;
   socket: UpstreamSocket;
   open: boolean;
   /** Client-timeline seconds of the first audio byte this link received. */
@@ -228,7 +232,7 @@ export class SttSession {
     if (link !== null && link.open) {
       // Billed when forwarded (STYLE.md 5): audio dropped from the ring or never sent is not billed.
       (this.meter as SttMeter).bytes += pcm.length;
-      link.socket.send(link.codec.encodeAudio(pcm));
+      forwardAudio(link, pcm);
       if (link.socket.bufferedAmount > UPSTREAM_MAX_BUFFERED) {
         this.fail(new GatewayError('provider_error', `${link.route.label}: provider is not keeping up with the audio`), 'provider_error');
       }
@@ -266,7 +270,7 @@ export class SttSession {
       opts = route.adapter.validate({
         model: route.model,
         language: settings.language ?? resolved.language,
-        sampleRate,
+        sampleRate: upstreamRate(route, sampleRate),
         extra: settings.extra,
       });
     } catch (err) {
@@ -316,7 +320,7 @@ export class SttSession {
         if (v === null) delete extra[k];
         else extra[k] = v;
       }
-      next = route.adapter.validate({ model: route.model, language, sampleRate: this.sampleRate, extra });
+      next = route.adapter.validate({ model: route.model, language, sampleRate: upstreamRate(route, this.sampleRate), extra });
     } catch (err) {
       this.reject(asGatewayError(err));
       return;
@@ -348,8 +352,10 @@ export class SttSession {
     const link = this.link;
     this.awaitingFinalize = true;
     if (link && link.codec.finalizeMessage !== null) {
-      if (link.open) link.socket.send(link.codec.finalizeMessage);
-      else link.finalizeOnOpen = true;
+      if (link.open) {
+        flushHeldAudio(link, false);
+        link.socket.send(link.codec.finalizeMessage);
+      } else link.finalizeOnOpen = true;
       this.armFinalizeAck();
     } else {
       this.completeFinalize();
@@ -401,6 +407,7 @@ export class SttSession {
       route,
       opts,
       codec: route.adapter.createCodec(opts),
+      resampler: opts.sampleRate !== this.sampleRate ? new PcmResampler(this.sampleRate, opts.sampleRate) : null,
       socket: null as unknown as UpstreamSocket,
       open: false,
       offsetS: offsetPos / this.bps,
@@ -442,11 +449,15 @@ export class SttSession {
     // The link's timeline starts at the first byte it actually receives.
     link.offsetS = (ring.size > 0 ? ring.startPos : this.pos) / this.bps;
     const meter = this.meter as SttMeter;
+    for (const m of link.codec.openMessages ?? []) link.socket.send(m);
     for (const chunk of ring.drain()) {
       meter.bytes += chunk.length;
-      link.socket.send(link.codec.encodeAudio(chunk));
+      forwardAudio(link, chunk);
     }
-    if (link.finalizeOnOpen && link.codec.finalizeMessage !== null) link.socket.send(link.codec.finalizeMessage);
+    if (link.finalizeOnOpen && link.codec.finalizeMessage !== null) {
+      flushHeldAudio(link, false);
+      link.socket.send(link.codec.finalizeMessage);
+    }
     if (this.phase === 'ending') this.sendEndOfStream(link);
   }
 
@@ -482,6 +493,7 @@ export class SttSession {
   private retire(link: Link): void {
     link.retiring = true;
     this.retiring.add(link);
+    if (link.open) flushHeldAudio(link, true);
     if (link.open && link.codec.closeMessage !== null) link.socket.send(link.codec.closeMessage);
     else link.socket.close(1000);
     link.retireTimer = setTimeout(() => {
@@ -583,6 +595,7 @@ export class SttSession {
   }
 
   private sendEndOfStream(link: Link): void {
+    flushHeldAudio(link, true);
     if (link.codec.closeMessage !== null) link.socket.send(link.codec.closeMessage);
     else this.completeGracefulEnd();
   }
@@ -640,6 +653,7 @@ export class SttSession {
     for (const link of [this.link, ...this.retiring]) {
       if (!link) continue;
       if (link.retireTimer !== null) clearTimeout(link.retireTimer);
+      if (link.open) flushHeldAudio(link, true);
       if (link.open && link.codec.closeMessage !== null) link.socket.send(link.codec.closeMessage);
       link.socket.close(1000);
       // Give the provider a moment to close cleanly, then drop the TCP connection.
@@ -696,4 +710,31 @@ function outcomeOf(code: ErrorCode): string {
     default:
       return 'client_error';
   }
+}
+
+/** Client PCM -> the provider's rate -> the wire (hot path: no allocation beyond the resampler's). */
+function forwardAudio(link: Link, pcm: Buffer): void {
+  const data = link.resampler !== null ? link.resampler.push(pcm) : pcm;
+  if (data.length === 0) return;
+  const frame = link.codec.encodeAudio(data);
+  if (frame !== null) link.socket.send(frame);
+}
+
+/** Send audio held by the resampler (end of stream only) and the codec before a finalize/close. */
+function flushHeldAudio(link: Link, endOfStream: boolean): void {
+  if (endOfStream && link.resampler !== null) {
+    const tail = link.resampler.flush();
+    if (tail.length > 0) {
+      const frame = link.codec.encodeAudio(tail);
+      if (frame !== null) link.socket.send(frame);
+    }
+  }
+  const held = link.codec.flushAudio?.() ?? null;
+  if (held !== null) link.socket.send(held);
+}
+
+/** The rate audio is sent upstream at: the client's when the provider accepts it. */
+function upstreamRate(route: SttRoute, clientRate: number): number {
+  const rates = route.adapter.capabilities.sampleRates;
+  return rates ? pickSampleRate(clientRate, rates) : clientRate;
 }

@@ -53,6 +53,12 @@ export interface SttCapabilities {
   liveUpdate: boolean;
   /** The provider can be told to flush what it has (-> session.finalize). */
   finalize: boolean;
+  /**
+   * Input sample rates the provider accepts (absent: any rate 8000-48000). Client audio at
+   * another rate is resampled by the session before `encodeAudio` (opts.sampleRate is then the
+   * upstream rate).
+   */
+  sampleRates?: readonly number[];
 }
 
 /** Options for one STT upstream connection, already merged from session.create/update. */
@@ -107,8 +113,15 @@ export type SttEvent =
 
 /** Per-connection protocol state: encodes what we send, decodes what the provider sends. */
 export interface SttCodec {
-  /** Wrap raw PCM for the wire (binary frames pass through untouched). */
-  encodeAudio(pcm: Buffer): Buffer | string;
+  /** Frames to send as soon as the socket is open, before any audio (e.g. a session config). */
+  readonly openMessages?: readonly string[];
+  /**
+   * Wrap raw PCM for the wire (binary frames pass through untouched). null: the codec keeps the
+   * audio for now (e.g. a provider's minimum chunk duration); `flushAudio` releases it.
+   */
+  encodeAudio(pcm: Buffer): Buffer | string | null;
+  /** Audio the codec still holds, sent before a finalize or the end of the stream. */
+  flushAudio?(): Buffer | string | null;
   /** Text frame asking the provider to flush, or null when the provider cannot. */
   readonly finalizeMessage: string | null;
   /** Text frame for a graceful end of stream, or null (just close the socket). */
