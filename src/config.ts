@@ -8,8 +8,8 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { resolveKeys, type KeyStore } from './auth/index.ts';
-import { PROVIDERS, isProviderId } from './providers/registry.ts';
-import type { ProviderEndpoint, ProviderId } from './providers/types.ts';
+import { PROVIDERS, STT_PROTOCOLS, isProviderId } from './providers/registry.ts';
+import type { ProviderEndpoint, ProviderId, SttAdapter } from './providers/types.ts';
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -17,6 +17,21 @@ export class ConfigError extends Error {
     this.name = 'ConfigError';
   }
 }
+
+const modelString = z.string().min(1).max(200);
+
+/** Default `auto` table (docs/providers.md): multilingual-capable models first for non-English. */
+export const DEFAULT_AUTO_STT = {
+  default: ['deepgram/nova-3', 'assemblyai/universal-streaming', 'cartesia/ink-whisper', 'elevenlabs/scribe_v2_realtime'],
+  languages: {
+    en: ['deepgram/nova-3', 'assemblyai/universal-streaming', 'cartesia/ink-whisper', 'elevenlabs/scribe_v2_realtime'],
+    multi: ['deepgram/nova-3', 'assemblyai/universal-streaming-multilingual', 'elevenlabs/scribe_v2_realtime'],
+    ...Object.fromEntries(
+      ['de', 'es', 'fr', 'pt', 'it', 'nl'].map((l) => [l, ['deepgram/nova-3', 'assemblyai/universal-streaming-multilingual', 'elevenlabs/scribe_v2_realtime', 'cartesia/ink-whisper']]),
+    ),
+    ...Object.fromEntries(['ja', 'zh', 'hi', 'ko', 'ru'].map((l) => [l, ['deepgram/nova-3', 'elevenlabs/scribe_v2_realtime', 'cartesia/ink-whisper']])),
+  } as Record<string, string[]>,
+};
 
 /** A secret value: `env:NAME` (resolved at startup) or, discouraged, a literal. */
 const secretRef = z.string().min(1);
@@ -57,6 +72,29 @@ export const fileSchema = z.strictObject({
       maxMessageBytes: z.number().int().min(64 * 1024).max(16 * 1024 * 1024).default(1024 * 1024),
       /** Default upstream connect timeout when the client sends no connection.timeout. */
       connectTimeoutS: seconds(120).default(10),
+      /**
+       * `auto` / `auto:<lang>`: candidate models per language, in order; the first whose provider
+       * has credentials serves. A language without a list uses `default`.
+       */
+      auto: z
+        .strictObject({
+          default: z.array(modelString).min(1).default(DEFAULT_AUTO_STT.default),
+          languages: z.record(z.string().min(1).max(35), z.array(modelString).min(1)).default(DEFAULT_AUTO_STT.languages),
+        })
+        .prefault({}),
+      /** Self-hosted / custom STT servers speaking a known protocol, addressed as `<id>/<model>`. */
+      upstreams: z
+        .record(
+          z.string().regex(/^[a-z0-9][a-z0-9._-]{0,39}$/, 'lower-case id: letters, digits, . _ -'),
+          z.strictObject({
+            protocol: z.enum(['openai-realtime']),
+            baseUrl: z.string().url(),
+            apiKey: secretRef.optional(),
+            /** Model used when the model string names only the upstream (`<id>`). */
+            model: z.string().min(1).max(200),
+          }),
+        )
+        .default({}),
     })
     .prefault({}),
   tts: z
@@ -116,6 +154,8 @@ export interface GatewayConfig {
   missingCredentials: Map<ProviderId, string>;
   /** Custom OpenAI-compatible LLM upstreams from the file, by id (secrets resolved). */
   llmUpstreams: Map<string, { endpoint: ProviderEndpoint; models: string[] }>;
+  /** Custom STT upstreams from the file, by id. */
+  sttUpstreams: Map<string, { adapter: SttAdapter; endpoint: ProviderEndpoint; model: string }>;
 }
 
 type Env = Record<string, string | undefined>;
@@ -239,5 +279,19 @@ export function resolveConfig(file: FileConfig, env: Env = process.env): Gateway
     });
   }
 
-  return { port, host, devMode: keys.devMode, logLevel: env.LOG_LEVEL || 'info', keys, file, endpoints, missingCredentials, llmUpstreams };
+  const sttUpstreams = new Map<string, { adapter: SttAdapter; endpoint: ProviderEndpoint; model: string }>();
+  for (const [id, u] of Object.entries(file.stt.upstreams)) {
+    if (isProviderId(id)) throw new ConfigError(`stt.upstreams.${id}: "${id}" is a built-in provider; configure it under providers.${id}`);
+    sttUpstreams.set(id, {
+      adapter: STT_PROTOCOLS[u.protocol],
+      endpoint: {
+        apiKey: u.apiKey ? resolveSecret(u.apiKey, `stt.upstreams.${id}.apiKey`, env) : '',
+        baseUrl: u.baseUrl,
+        connectTimeoutMs: Math.round(file.stt.connectTimeoutS * 1000),
+      },
+      model: u.model,
+    });
+  }
+
+  return { port, host, devMode: keys.devMode, logLevel: env.LOG_LEVEL || 'info', keys, file, endpoints, missingCredentials, llmUpstreams, sttUpstreams };
 }

@@ -59,3 +59,26 @@ describe('http helpers', () => {
     });
   });
 });
+
+describe('auto STT routing and configured upstreams', () => {
+  const withFile = (file: unknown, env: Record<string, string>) => resolveConfig(fileSchema.parse(file), { LIVEKIT_API_KEY: 'k', LIVEKIT_API_SECRET: 's', ...env });
+
+  it('picks the first model of the language list whose provider has credentials', () => {
+    const file = { stt: { auto: { default: ['deepgram/nova-3'], languages: { fr: ['openai/gpt-4o-transcribe', 'deepgram/nova-2'] } } } };
+    expect(resolveSttRoute('auto:fr', withFile(file, { DEEPGRAM_API_KEY: 'dg' })).route.label).toBe('deepgram/nova-2');
+    expect(resolveSttRoute('auto:fr-CA', withFile(file, { DEEPGRAM_API_KEY: 'dg', OPENAI_API_KEY: 'sk' })).route.label).toBe('openai/gpt-4o-transcribe');
+    expect(resolveSttRoute('auto:de', withFile(file, { DEEPGRAM_API_KEY: 'dg' })).route.label).toBe('deepgram/nova-3');
+    expect(() => resolveSttRoute('auto:fr', withFile(file, {}))).toThrow(/no STT provider has credentials for language "fr" \(candidates: openai\/gpt-4o-transcribe, deepgram\/nova-2\)/);
+  });
+
+  it('routes a configured upstream by id, with its default or a named model', () => {
+    const file = { stt: { upstreams: { whisper: { protocol: 'openai-realtime', baseUrl: 'http://127.0.0.1:9000/v1', model: 'large-v3' } } } };
+    const cfg = withFile(file, {});
+    const r = resolveSttRoute('whisper', cfg).route;
+    expect(r).toMatchObject({ provider: 'whisper', model: 'large-v3', label: 'whisper/large-v3' });
+    expect(r.endpoint.baseUrl).toBe('http://127.0.0.1:9000/v1');
+    expect(resolveSttRoute('whisper/distil:en', cfg)).toMatchObject({ route: { model: 'distil' }, language: 'en' });
+    expect(() => withFile({ stt: { upstreams: { deepgram: { protocol: 'openai-realtime', baseUrl: 'http://x', model: 'm' } } } }, {})).toThrow(/built-in provider/);
+    expect(() => fileSchema.parse({ stt: { upstreams: { x: { protocol: 'grpc', baseUrl: 'http://x', model: 'm' } } } })).toThrow();
+  });
+});

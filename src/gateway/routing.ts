@@ -10,6 +10,8 @@ import { LLM_ADAPTERS, STT_ADAPTERS, TTS_ADAPTERS, findLlmAdapter, findSttAdapte
 import type { LlmAdapter, ProviderEndpoint, SttAdapter, TtsAdapter } from '../providers/types.ts';
 
 export interface SttRoute {
+  /** Provider id as clients name it (a built-in provider or a configured upstream): metric label. */
+  provider: string;
   adapter: SttAdapter;
   /** Provider-native model id. */
   model: string;
@@ -43,22 +45,18 @@ export function parseModelString(raw: string | null | undefined): ParsedModel {
 
 export function resolveSttRoute(raw: string | null | undefined, cfg: GatewayConfig): { route: SttRoute; language: string | undefined } {
   const parsed = parseModelString(raw);
-  if (parsed.provider === undefined) {
-    // `auto`: the first provider with credentials whose adapter declares a default model.
-    for (const adapter of STT_ADAPTERS) {
-      const endpoint = cfg.endpoints.get(adapter.provider);
-      if (adapter.defaultModel && endpoint) {
-        return {
-          route: { adapter, model: adapter.defaultModel, endpoint, label: `${adapter.provider}/${adapter.defaultModel}` },
-          language: parsed.language,
-        };
-      }
-    }
-    throw new GatewayError('bad_request', 'no STT provider has credentials configured; set a provider API key (see docs/configuration.md)');
-  }
+  if (parsed.provider === undefined) return { route: autoSttRoute(parsed.language, cfg), language: parsed.language };
   const provider = parsed.provider;
+  const custom = cfg.sttUpstreams.get(provider);
+  if (custom) {
+    const model = parsed.model ?? custom.model;
+    return {
+      route: { provider, adapter: custom.adapter, model, endpoint: custom.endpoint, label: `${provider}/${model}` },
+      language: parsed.language,
+    };
+  }
   if (!isProviderId(provider) || sttModelsOf(provider).length === 0) {
-    const known = [...new Set(STT_ADAPTERS.map((a) => a.provider))].join(', ');
+    const known = [...new Set([...STT_ADAPTERS.map((a) => a.provider), ...cfg.sttUpstreams.keys()])].join(', ');
     throw new GatewayError('not_found', `unknown STT provider "${provider.slice(0, 40)}"; available: ${known}`);
   }
   const match = findSttAdapter(provider, parsed.model);
@@ -74,9 +72,32 @@ export function resolveSttRoute(raw: string | null | undefined, cfg: GatewayConf
     throw new GatewayError('bad_request', `provider ${provider} has no credentials configured on this gateway (set ${variable})`);
   }
   return {
-    route: { adapter: match.adapter, model: match.model, endpoint, label: `${provider}/${match.model}` },
+    route: { provider, adapter: match.adapter, model: match.model, endpoint, label: `${provider}/${match.model}` },
     language: parsed.language,
   };
+}
+
+/**
+ * `auto` / `auto:<lang>`: the first model of the language's list (`stt.auto`, docs/providers.md)
+ * whose provider has credentials; languages without a list use the `default` list.
+ */
+export function autoSttRoute(language: string | undefined, cfg: GatewayConfig): SttRoute {
+  const table = cfg.file.stt.auto;
+  const lang = (language ?? '').toLowerCase();
+  const base = lang.split('-')[0] ?? '';
+  const candidates = table.languages[lang] ?? table.languages[base] ?? table.default;
+  for (const candidate of candidates) {
+    try {
+      const { route } = resolveSttRoute(candidate, cfg);
+      return route;
+    } catch {
+      // not configured on this gateway (no credentials, unknown model): try the next one
+    }
+  }
+  throw new GatewayError(
+    'bad_request',
+    `no STT provider has credentials for language "${lang || 'default'}" (candidates: ${candidates.join(', ')}); set a provider API key or stt.auto (see docs/configuration.md)`,
+  );
 }
 
 export interface TtsRoute {

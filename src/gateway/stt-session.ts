@@ -283,7 +283,7 @@ export class SttSession {
     this.opts = opts;
     this.ring = new AudioRing(Math.round(this.deps.cfg.file.stt.bufferS * this.bps));
     this.meter = new SttMeter(this.deps.metrics.sttAudioSeconds, sampleRate, {
-      provider: route.adapter.provider,
+      provider: route.provider,
       model: route.model,
       apiKey: this.ctx.apiKey,
     });
@@ -426,14 +426,14 @@ export class SttSession {
       onClose: (code, reason) => this.onLinkClosed(link, code, reason),
       onConnectError: (err) => {
         if (link.retiring || this.phase === 'closed') return;
-        this.log.warn({ provider: route.adapter.provider, code: err.status, err: err.message }, 'upstream connect failed');
+        this.log.warn({ provider: route.provider, code: err.status, err: err.message }, 'upstream connect failed');
         this.fail(err, 'provider_error');
       },
     });
   }
 
   private onLinkOpen(link: Link): void {
-    this.deps.metrics.upstreamConnectSeconds.observe({ provider: link.route.adapter.provider }, (Date.now() - link.connectStartedAt) / 1000);
+    this.deps.metrics.upstreamConnectSeconds.observe({ provider: link.route.provider }, (Date.now() - link.connectStartedAt) / 1000);
     if (link.retiring || this.phase === 'closed') {
       link.socket.terminate();
       return;
@@ -443,7 +443,7 @@ export class SttSession {
     if (ring.dropped > this.droppedReported) {
       const lost = ring.dropped - this.droppedReported;
       this.droppedReported = ring.dropped;
-      this.deps.metrics.sttAudioDroppedSeconds.inc({ provider: link.route.adapter.provider, model: link.route.model }, lost / this.bps);
+      this.deps.metrics.sttAudioDroppedSeconds.inc({ provider: link.route.provider, model: link.route.model }, lost / this.bps);
       this.log.warn({ dropped_s: lost / this.bps }, 'audio dropped while the upstream was connecting');
     }
     // The link's timeline starts at the first byte it actually receives.
@@ -475,7 +475,7 @@ export class SttSession {
       return;
     }
     const err = link.route.adapter.closeError?.(code, reason) ?? defaultCloseError(link.route.label, code, reason);
-    this.log.warn({ provider: link.route.adapter.provider, close: code }, 'upstream closed unexpectedly');
+    this.log.warn({ provider: link.route.provider, close: code }, 'upstream closed unexpectedly');
     this.fail(err, 'provider_error');
   }
 
@@ -485,7 +485,7 @@ export class SttSession {
     this.reconnectPending = false;
     const old = this.link;
     if (old) this.retire(old);
-    (this.meter as SttMeter).rebind(this.route.adapter.provider, this.route.model);
+    (this.meter as SttMeter).rebind(this.route.provider, this.route.model);
     this.log.info({ model: this.route.label }, 'stt upstream reconnect for new options');
     this.openLink(this.route, this.opts, this.pos, undefined);
   }
@@ -533,7 +533,7 @@ export class SttSession {
           if (current) this.completeFinalize();
           break;
         case 'provider_usage':
-          this.deps.metrics.sttProviderAudioSeconds.inc({ provider: link.route.adapter.provider, model: link.route.model }, ev.audioSeconds);
+          this.deps.metrics.sttProviderAudioSeconds.inc({ provider: link.route.provider, model: link.route.model }, ev.audioSeconds);
           break;
         case 'error':
           if (current) this.fail(ev.error, 'provider_error');
@@ -546,7 +546,7 @@ export class SttSession {
     if (!this.firstResultSeen && seg.text && this.firstAudioAt > 0) {
       this.firstResultSeen = true;
       this.deps.metrics.sttFirstResultSeconds.observe(
-        { provider: link.route.adapter.provider, model: link.route.model },
+        { provider: link.route.provider, model: link.route.model },
         (Date.now() - this.firstAudioAt) / 1000,
       );
     }
@@ -666,7 +666,7 @@ export class SttSession {
     if (!this.client.isClosed) this.client.close(1000, 'session closed');
     const m = this.deps.metrics;
     m.sessionsActive.dec({ modality: 'stt' });
-    const provider = this.route?.adapter.provider ?? 'none';
+    const provider = this.route?.provider ?? 'none';
     const model = this.route?.model ?? 'none';
     m.requests.inc({ modality: 'stt', provider, model, outcome });
     if (this.route && this.meter) {

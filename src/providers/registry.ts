@@ -6,6 +6,7 @@ import type { LlmAdapter, ProviderId, ProviderInfo, SttAdapter, TtsAdapter } fro
 import { anthropicLlm } from './llm/anthropic.ts';
 import { cerebrasLlm, deepseekLlm, googleLlm, groqLlm, moonshotLlm, openAiLlm, xaiLlm } from './llm/vendors.ts';
 import { deepgramListenV1 } from './stt/deepgram.ts';
+import { openAiRealtimeStt } from './stt/openai-realtime.ts';
 import { cartesiaTts } from './tts/cartesia.ts';
 import { deepgramTts } from './tts/deepgram.ts';
 import { elevenLabsTts } from './tts/elevenlabs.ts';
@@ -18,6 +19,13 @@ export const PROVIDERS: Record<ProviderId, ProviderInfo> = {
     baseUrlEnv: 'DEEPGRAM_BASE_URL',
     defaultBaseUrl: 'https://api.deepgram.com',
     docs: 'https://developers.deepgram.com/reference',
+  },
+  assemblyai: {
+    id: 'assemblyai',
+    keyEnv: 'ASSEMBLYAI_API_KEY',
+    baseUrlEnv: 'ASSEMBLYAI_BASE_URL',
+    defaultBaseUrl: 'wss://streaming.assemblyai.com',
+    docs: 'https://www.assemblyai.com/docs/api-reference/streaming-api/streaming-api',
   },
   cartesia: {
     id: 'cartesia',
@@ -91,7 +99,12 @@ export const PROVIDERS: Record<ProviderId, ProviderInfo> = {
   },
 };
 
-export const STT_ADAPTERS: readonly SttAdapter[] = [deepgramListenV1];
+export const STT_ADAPTERS: readonly SttAdapter[] = [deepgramListenV1, openAiRealtimeStt];
+
+/** Protocols a configured STT upstream (`stt.upstreams.<id>.protocol`) can speak. */
+export const STT_PROTOCOLS = {
+  'openai-realtime': openAiRealtimeStt,
+} as const satisfies Record<string, SttAdapter>;
 
 /** One TTS adapter per provider; the first one with credentials serves a bare `auto`. */
 export const TTS_ADAPTERS: readonly TtsAdapter[] = [cartesiaTts, deepgramTts, elevenLabsTts, openAiTts];

@@ -9,6 +9,7 @@ import type { GatewayError } from '../protocol/errors.ts';
 /** Every provider the gateway knows. Adding one here makes the compiler point at the registry. */
 export type ProviderId =
   | 'deepgram'
+  | 'assemblyai'
   | 'cartesia'
   | 'elevenlabs'
   | 'openai'
