@@ -14,6 +14,7 @@ import { startDeepgramSpeakEmulator } from './deepgram-speak.ts';
 import { startDeepgramEmulator } from './deepgram.ts';
 import { startElevenLabsEmulator } from './elevenlabs.ts';
 import { OPENAI_CHAT_REALISTIC_TIMING, startOpenAiChatEmulator, type ChatVendor } from './openai-chat.ts';
+import { OPENAI_REALTIME_REALISTIC_TIMING, startOpenAiRealtimeEmulator } from './openai-realtime.ts';
 import { OPENAI_SPEECH_REALISTIC_TIMING, startOpenAiSpeechEmulator } from './openai-speech.ts';
 
 export interface CliOptions {
@@ -102,6 +103,20 @@ export const EMULATORS: Record<string, (o: CliOptions) => Promise<RunningEmulato
       server: emu.server,
       close: () => emu.close(),
       describe: () => `anthropic messages at POST ${emu.messagesUrl} (x-api-key: ${emu.options.apiKeys.join(', ')}; SDK baseURL ${emu.baseUrl})`,
+    };
+  },
+  'openai-realtime': async (o) => {
+    const emu = await startOpenAiRealtimeEmulator({
+      port: o.port,
+      host: o.host,
+      tls: o.tls,
+      ...(o.keys.length > 0 ? { apiKeys: o.keys } : {}),
+      ...(process.env['EMULATOR_REALISTIC'] === '1' ? OPENAI_REALTIME_REALISTIC_TIMING : {}),
+    });
+    return {
+      server: emu.server,
+      close: () => emu.close(),
+      describe: () => `openai realtime transcription at ${emu.transcriptionUrl} (Bearer: ${emu.options.apiKeys.join(', ')}; pcm 24 kHz)`,
     };
   },
   'openai-speech': async (o) => {

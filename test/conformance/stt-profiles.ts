@@ -1,0 +1,75 @@
+/**
+ * One profile per STT adapter for the shared conformance suite (stt.case.ts): its emulator, the
+ * gateway environment pointing at it, a model string, and the capabilities the suite expects.
+ * A capability an adapter lacks carries its reason (the provider's API has no such feature).
+ */
+import { startDeepgramEmulator } from '../emulators/deepgram.ts';
+import { startOpenAiRealtimeEmulator } from '../emulators/openai-realtime.ts';
+
+export interface SttEmu {
+  env: Record<string, string>;
+  /** Extra config file content (e.g. a configured upstream). */
+  file?: Record<string, unknown>;
+  /** Upstream connections so far. */
+  connections(): number;
+  /** Whether the most recent upstream connection is closed. */
+  lastClosed(): boolean;
+  close(): Promise<void>;
+}
+
+export interface SttProfile {
+  name: string;
+  /** Model string as a client sends it. */
+  model: string;
+  /** Silence that surely ends an utterance for this provider (ms). */
+  endOfUtteranceMs: number;
+  capabilities: {
+    wordTimings: true | string;
+    startOfSpeech: true | string;
+    finalize: true | string;
+  };
+  /** An `extra` the adapter must refuse (400). */
+  badExtra: Record<string, unknown>;
+  start(): Promise<SttEmu>;
+}
+
+const deepgram: SttProfile = {
+  name: 'deepgram nova',
+  model: 'deepgram/nova-3',
+  endOfUtteranceMs: 1500,
+  capabilities: { wordTimings: true, startOfSpeech: true, finalize: true },
+  badExtra: { endpointing: 'soon' },
+  async start() {
+    const emu = await startDeepgramEmulator({ interimIntervalMs: 400 });
+    return {
+      env: { DEEPGRAM_API_KEY: 'dg-test-key', DEEPGRAM_BASE_URL: emu.url },
+      connections: () => emu.connections.length,
+      lastClosed: () => emu.connections.at(-1)?.record.closed ?? false,
+      close: () => emu.close(),
+    };
+  },
+};
+
+const openAiRealtime: SttProfile = {
+  name: 'openai-realtime (configured upstream)',
+  model: 'whisper/gpt-4o-transcribe',
+  endOfUtteranceMs: 1500,
+  capabilities: {
+    wordTimings: 'the Realtime transcription API returns no word timings',
+    startOfSpeech: true,
+    finalize: true,
+  },
+  badExtra: { vad_threshold: 7 },
+  async start() {
+    const emu = await startOpenAiRealtimeEmulator({ apiKeys: ['rt-key'] });
+    return {
+      env: { RT_KEY: 'rt-key' },
+      file: { stt: { upstreams: { whisper: { protocol: 'openai-realtime', baseUrl: `${emu.url}/v1`, apiKey: 'env:RT_KEY', model: 'gpt-4o-transcribe' } } } },
+      connections: () => emu.connections.length,
+      lastClosed: () => emu.connections.at(-1)?.record.closed ?? false,
+      close: () => emu.close(),
+    };
+  },
+};
+
+export const STT_PROFILES: readonly SttProfile[] = [deepgram, openAiRealtime];
