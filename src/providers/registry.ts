@@ -6,6 +6,8 @@ import type { LlmAdapter, ProviderId, ProviderInfo, SttAdapter, TtsAdapter } fro
 import { anthropicLlm } from './llm/anthropic.ts';
 import { cerebrasLlm, deepseekLlm, googleLlm, groqLlm, moonshotLlm, openAiLlm, xaiLlm } from './llm/vendors.ts';
 import { deepgramListenV1 } from './stt/deepgram.ts';
+import { deepgramFluxStt } from './stt/deepgram-flux.ts';
+import { cartesiaStt, cartesiaTurnsStt } from './stt/cartesia.ts';
 import { openAiRealtimeStt } from './stt/openai-realtime.ts';
 import { cartesiaTts } from './tts/cartesia.ts';
 import { deepgramTts } from './tts/deepgram.ts';
@@ -99,7 +101,7 @@ export const PROVIDERS: Record<ProviderId, ProviderInfo> = {
   },
 };
 
-export const STT_ADAPTERS: readonly SttAdapter[] = [deepgramListenV1, openAiRealtimeStt];
+export const STT_ADAPTERS: readonly SttAdapter[] = [deepgramListenV1, deepgramFluxStt, cartesiaStt, cartesiaTurnsStt, openAiRealtimeStt];
 
 /** Protocols a configured STT upstream (`stt.upstreams.<id>.protocol`) can speak. */
 export const STT_PROTOCOLS = {

@@ -9,6 +9,7 @@
 import { parseArgs } from 'node:util';
 import { selfSignedCert, type ConnectionRecord, type EmulatorServer, type RejectedUpgrade, type TlsOptions } from './base.ts';
 import { ANTHROPIC_REALISTIC_TIMING, startAnthropicEmulator } from './anthropic.ts';
+import { startAssemblyAiEmulator } from './assemblyai.ts';
 import { startCartesiaEmulator } from './cartesia.ts';
 import { startDeepgramSpeakEmulator } from './deepgram-speak.ts';
 import { startDeepgramEmulator } from './deepgram.ts';
@@ -46,6 +47,15 @@ export const EMULATORS: Record<string, (o: CliOptions) => Promise<RunningEmulato
         `deepgram live STT v1 at ${emu.wsUrl}/v1/listen (keys: ${emu.options.apiKeys.join(', ')}; SDK baseUrl ${emu.url})`,
     };
   },
+  assemblyai: async (o) => {
+    const emu = await startAssemblyAiEmulator({ port: o.port, host: o.host, tls: o.tls, ...(o.keys.length > 0 ? { apiKeys: o.keys } : {}) });
+    return {
+      server: emu.server,
+      close: () => emu.close(),
+      describe: () =>
+        `assemblyai streaming v3 at ${emu.streamingUrl}, tokens at GET ${emu.url}/v3/token (Authorization: ${emu.options.apiKeys.join(', ')}; the SDK needs --tls)`,
+    };
+  },
   'deepgram-speak': async (o) => {
     const emu = await startDeepgramSpeakEmulator({ port: o.port, host: o.host, tls: o.tls, ...(o.keys.length > 0 ? { apiKeys: o.keys } : {}) });
     return {
@@ -70,7 +80,7 @@ export const EMULATORS: Record<string, (o: CliOptions) => Promise<RunningEmulato
       server: emu.server,
       close: () => emu.close(),
       describe: () =>
-        `elevenlabs TTS at ${emu.wsUrl}/v1/text-to-speech/{voice_id}/stream-input and /multi-stream-input, REST POST ${emu.url}/v1/text-to-speech/{voice_id}/stream (keys: ${emu.options.apiKeys.join(', ')})`,
+        `elevenlabs TTS at ${emu.wsUrl}/v1/text-to-speech/{voice_id}/stream-input and /multi-stream-input, REST POST ${emu.url}/v1/text-to-speech/{voice_id}/stream; Scribe STT at ${emu.scribeUrl({ model_id: 'scribe_v2_realtime' })} (keys: ${emu.options.apiKeys.join(', ')})`,
     };
   },
   'openai-chat': async (o) => {

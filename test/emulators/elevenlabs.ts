@@ -7,7 +7,8 @@
  * Written from ../../../shared/providers.md §5.1–5.3 and §9 "ElevenLabs TTS WS" (and the AsyncAPI
  * pages they summarise), never from the gateway adapter. Audio is the deterministic tone "speech"
  * of ./tts-audio.ts: every character lasts `msPerChar` (60 ms), so audio = characters × 60 ms.
- * Upgrades are routed by path (WS_ROUTES) so that Scribe realtime STT can be added beside it.
+ * Upgrades are routed by path (WS_ROUTES); Scribe realtime STT (`/v1/speech-to-text/realtime`)
+ * is the third route, with its own section below and its rules at the end of this comment.
  *
  * Facts relied on (providers.md and the AsyncAPI pages):
  * - URL /v1/text-to-speech/{voice_id}/stream-input?model_id=…&output_format=…; query model_id,
@@ -87,7 +88,60 @@
  *   1000. Without context_id the context id is "default". `isFinal` is only sent on close.
  * - maxConcurrent counts open sockets and REST streams of the whole emulator (one account), checked
  *   at the upgrade (429). Error JSON before a 1008 close is `{"message","error","code"}` for every
- *   post-upgrade failure.
+ *   post-upgrade failure. *
+ * Scribe realtime STT, written from providers.md §5.4 and §9 "ElevenLabs Scribe RT", the AsyncAPI
+ * copy (AHGGG/nce-english-practices docs/voice/elevenlabs/speech-to-text/
+ * v-1-speech-to-text-realtime.md), @elevenlabs/elevenlabs-js src/wrapper/realtime/{connection,
+ * scribe}.ts, and the docs pages "Transcripts and commit strategies" and "Realtime event
+ * reference" (elevenlabs.io/docs/.../speech-to-text/realtime/*):
+ * - Query: model_id (scribe_v2_realtime), token, audio_format (pcm_8000|16000|22050|24000|44100|
+ *   48000, ulaw_8000; default pcm_16000), language_code, commit_strategy (manual default | vad),
+ *   vad_silence_threshold_secs (1.5), vad_threshold (0.4), min_speech_duration_ms (250),
+ *   min_silence_duration_ms (2500), include_timestamps, include_language_detection,
+ *   enable_logging, keyterms (repeated). Auth: `xi-api-key` header or a single-use `?token=`.
+ * - Server: `session_started {session_id, config}` on open; `partial_transcript {text}` while
+ *   speaking; on every commit `committed_transcript {text}` then, with include_timestamps,
+ *   `committed_transcript_with_timestamps {text, language_code, words:[{text,start,end,
+ *   type:"word"|"spacing",logprob}]}` (seconds). Errors are `{message_type, error}` with the
+ *   documented types; "an error message will be returned before the WebSocket connection is
+ *   closed".
+ * - Client: `{"message_type":"input_audio_chunk","audio_base_64","commit","sample_rate",
+ *   "previous_text"?}`; audio_base_64, commit and sample_rate are required; previous_text "can
+ *   only be sent alongside the first audio chunk" (later: an error). A manual commit is a chunk
+ *   with commit:true (the SDK sends it with empty audio).
+ * - "By default the stream will be automatically committed every 90 seconds"; VAD commits after
+ *   vad_silence_threshold_secs of silence; "transcript processing starts after the first 2
+ *   seconds of audio are sent".
+ * Deterministic Scribe rules (audio time; messages leave when the audio that triggers them
+ * arrives, + scribe.latencyMs; only the idle timer is wall-clock):
+ * - A word is a vocabulary tone (audio.ts SpeechDetector). partial_transcript = the uncommitted
+ *   words joined by spaces, sent when a word completes, once processingStartSec (2) of audio
+ *   was received (then at once for the words so far).
+ * - Commits: manual (commit:true, after that chunk's audio; closes the word in progress), vad
+ *   (silence >= vad_silence_threshold_secs after a voiced region >= min_speech_duration_ms),
+ *   auto (manual strategy, autoCommitSec of audio since the last commit). Each sends
+ *   committed_transcript (possibly "") and, with include_timestamps, the timestamped twin with
+ *   `spacing` items between words.
+ * - No input_audio_chunk for inactivityTimeoutMs -> insufficient_audio_activity + close; any
+ *   valid chunk, even with empty audio, resets the timer.
+ * - Faults (ScribeFaults: errorAfterAudioSec, timestampsFirst, omitTimestamps,
+ *   omitSessionStarted) in `emu.scribeFaults`, `conn.scribeFaults`, `emu.scribeFaultNext()`.
+ * UNCERTAIN Scribe choices:
+ * - Credentials, then the query, are checked after the upgrade: auth_error / invalid_request +
+ *   close (the SDK's invalid_request: "The connection parameters were rejected; the session is
+ *   closed afterwards"); `scribe.authFailure: 401 | 403` refuses at the upgrade instead.
+ *   model_id is required; ranges are the SDK's (0.3-3.0, 0.1-0.9, 50-2000, 50-2000);
+ *   language_code must be 2-3 letters; booleans parse like the TTS query.
+ * - Close codes after errors: SCRIBE_ERROR_CLOSE_CODES (1008 policy, 1009 chunk size, 1011
+ *   server, 1013 try later, 1000 for session_time_limit_exceeded / insufficient_audio_activity).
+ *   Idle limit 15 s (10-15 s reported by LiveKit and others).
+ * - sample_rate must equal the audio_format's rate; binary frames, non-JSON and other
+ *   message_types -> input_error; a chunk over maxChunkSec (10 s) -> chunk_size_exceeded;
+ *   manual commits closer than minCommitIntervalMs (off by default) -> commit_throttled;
+ *   sessions beyond maxConcurrent per credential -> rate_limited; quotaSeconds -> quota_exceeded.
+ * - vad_threshold and min_silence_duration_ms are validated and echoed but not used. Word times
+ *   count from the socket's first audio; language_code is the requested one or "en";
+ *   final_transcript(+_with_timestamps) (newer SDK types) only with scribe.finalTranscripts.
  */
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -103,6 +157,7 @@ import {
   type WsHandler,
   type WsSession,
 } from './base.ts';
+import { SpeechDetector, mulawToLinear, type DetectorEvent, type TimedWord } from './audio.ts';
 import { DEFAULT_MS_PER_CHAR, TtsRenderer } from './tts-audio.ts';
 
 export const DEFAULT_API_KEY = 'el-test-key';
@@ -195,9 +250,13 @@ export interface ElevenLabsEmulatorOptions {
   restChunkMs?: number;
   /** keep binary payloads in the wire record (there are none on this API; kept for symmetry) */
   recordAudio?: boolean;
+  /** Scribe realtime STT knobs (`/v1/speech-to-text/realtime`); keys are `apiKeys` */
+  scribe?: ScribeOptions;
 }
 
-export type ResolvedElevenLabsOptions = Required<Omit<ElevenLabsEmulatorOptions, 'port' | 'host' | 'tls'>>;
+export type ResolvedElevenLabsOptions = Required<Omit<ElevenLabsEmulatorOptions, 'port' | 'host' | 'tls' | 'scribe'>> & {
+  scribe: ResolvedScribeOptions;
+};
 
 /** TTS-specific fault switches (server-wide `emu.ttsFaults`, per connection `conn.ttsFaults`). */
 export interface TtsFaults {
@@ -1240,15 +1299,747 @@ function elDetail(status: string, message: string): string {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Scribe realtime speech-to-text: /v1/speech-to-text/realtime (see README "ElevenLabs Scribe")
+
+export const SCRIBE_PATH = '/v1/speech-to-text/realtime';
+export const SCRIBE_MODELS: readonly string[] = ['scribe_v2_realtime'];
+export const SCRIBE_AUDIO_FORMATS: readonly string[] = [
+  'pcm_8000', 'pcm_16000', 'pcm_22050', 'pcm_24000', 'pcm_44100', 'pcm_48000', 'ulaw_8000',
+];
+export const SCRIBE_ERROR_TYPES = [
+  'error', 'auth_error', 'quota_exceeded', 'commit_throttled', 'transcriber_error', 'unaccepted_terms', 'rate_limited',
+  'input_error', 'invalid_request', 'queue_overflow', 'resource_exhausted', 'session_time_limit_exceeded',
+  'chunk_size_exceeded', 'insufficient_audio_activity',
+] as const;
+export type ScribeErrorType = (typeof SCRIBE_ERROR_TYPES)[number];
+
+/**
+ * Close code sent after each error message. The docs only say "an error message will be returned
+ * before the WebSocket connection is closed" (UNCERTAIN codes): policy problems 1008, too big
+ * 1009, server trouble 1011, try-again-later 1013, and the two ways a session simply ends
+ * (reported as normal closes in the field) 1000. Override with `scribe.errorCloseCodes`.
+ */
+export const SCRIBE_ERROR_CLOSE_CODES: Readonly<Record<ScribeErrorType, number>> = Object.freeze({
+  error: 1011,
+  transcriber_error: 1011,
+  auth_error: 1008,
+  quota_exceeded: 1008,
+  unaccepted_terms: 1008,
+  input_error: 1008,
+  invalid_request: 1008,
+  commit_throttled: 1008,
+  chunk_size_exceeded: 1009,
+  rate_limited: 1013,
+  queue_overflow: 1013,
+  resource_exhausted: 1013,
+  session_time_limit_exceeded: 1000,
+  insufficient_audio_activity: 1000,
+});
+
+/** Default error text per type (the documented descriptions). */
+export const SCRIBE_ERROR_TEXT: Readonly<Record<ScribeErrorType, string>> = Object.freeze({
+  error: 'A generic server error occurred.',
+  auth_error: 'An error occurred while authenticating the request. Double check your API key.',
+  quota_exceeded: 'You have exceeded your usage quota.',
+  commit_throttled: 'The commit was throttled due to too many commit requests made in a short period of time.',
+  transcriber_error: 'An error occurred while transcribing the audio.',
+  unaccepted_terms: "You haven't accepted the terms of service to use Scribe. Please review and accept the terms & conditions in the ElevenLabs dashboard.",
+  rate_limited: 'You are rate limited. Please reduce the amount of requests made in a short period of time.',
+  input_error: 'An error occurred while processing the audio chunk.',
+  invalid_request: 'The connection parameters were rejected.',
+  queue_overflow: 'The processing queue is full. Please send fewer requests made in a short period of time.',
+  resource_exhausted: 'Server resources are at capacity. Please try again later.',
+  session_time_limit_exceeded: 'Maximum session time has been reached. Please start a new session or upgrade your subscription.',
+  chunk_size_exceeded: 'The audio chunk size is too large. Please reduce the chunk size.',
+  insufficient_audio_activity: "You haven't sent enough audio activity to maintain the connection.",
+});
+
+/** logprob of every emulated word (the tone "speech" is recognized with near certainty). */
+export const SCRIBE_WORD_LOGPROB = -0.01;
+
+export interface ScribeOptions {
+  /** single-use tokens accepted in `?token=` (each one works once); default [] */
+  tokens?: string[];
+  /** accepted model_id values (default SCRIBE_MODELS) */
+  models?: string[];
+  /** how a bad or missing credential is refused: 'message' (default: auth_error + close) or HTTP 401/403 at the upgrade */
+  authFailure?: 'message' | 401 | 403;
+  /** open Scribe sessions per credential before `rate_limited`; null (default) = unlimited */
+  maxConcurrent?: number | null;
+  /** audio seconds the account may transcribe (emulator-wide) before `quota_exceeded`; null = unlimited */
+  quotaSeconds?: number | null;
+  /** audio seconds per session before `session_time_limit_exceeded`; null (default) = no limit */
+  maxSessionSec?: number | null;
+  /** no input_audio_chunk for this long -> insufficient_audio_activity + close (default 15000; ~10-15 s observed) */
+  inactivityTimeoutMs?: number;
+  /** send the insufficient_audio_activity message before the idle close (default true; false = bare close 1000) */
+  inactivityError?: boolean;
+  /** partial transcripts start once this much audio was received ("processing starts after the first 2 seconds"; default 2) */
+  processingStartSec?: number;
+  /** manual strategy: the stream commits itself after this much uncommitted audio (default 90) */
+  autoCommitSec?: number;
+  /** a chunk holding more audio than this -> chunk_size_exceeded (default 10 s; the limit is not documented) */
+  maxChunkSec?: number;
+  /** manual commits closer together than this (wall ms) -> commit_throttled; null (default) = never */
+  minCommitIntervalMs?: number | null;
+  /** also send final_transcript (+ _with_timestamps) at each end of speech before the commit (default false) */
+  finalTranscripts?: boolean;
+  /** wall-clock delay before every message (default 0) */
+  latencyMs?: number;
+  /** close code per error type (defaults: SCRIBE_ERROR_CLOSE_CODES) */
+  errorCloseCodes?: Partial<Record<ScribeErrorType, number>>;
+}
+
+export type ResolvedScribeOptions = Required<Omit<ScribeOptions, 'errorCloseCodes'>> & { errorCloseCodes: Record<ScribeErrorType, number> };
+
+export function resolveScribeOptions(o: ScribeOptions = {}): ResolvedScribeOptions {
+  return {
+    tokens: o.tokens ?? [],
+    models: o.models ?? [...SCRIBE_MODELS],
+    authFailure: o.authFailure ?? 'message',
+    maxConcurrent: o.maxConcurrent ?? null,
+    quotaSeconds: o.quotaSeconds ?? null,
+    maxSessionSec: o.maxSessionSec ?? null,
+    inactivityTimeoutMs: o.inactivityTimeoutMs ?? 15_000,
+    inactivityError: o.inactivityError ?? true,
+    processingStartSec: o.processingStartSec ?? 2,
+    autoCommitSec: o.autoCommitSec ?? 90,
+    maxChunkSec: o.maxChunkSec ?? 10,
+    minCommitIntervalMs: o.minCommitIntervalMs ?? null,
+    finalTranscripts: o.finalTranscripts ?? false,
+    latencyMs: o.latencyMs ?? 0,
+    errorCloseCodes: { ...SCRIBE_ERROR_CLOSE_CODES, ...(o.errorCloseCodes ?? {}) },
+  };
+}
+
+/** Scribe fault switches (server-wide `emu.scribeFaults`, per connection `conn.scribeFaults`). */
+export interface ScribeFaults {
+  /** once this much audio was received: this error message, then its close */
+  errorAfterAudioSec: { seconds: number; messageType: ScribeErrorType; error?: string; closeCode?: number } | null;
+  /** send committed_transcript_with_timestamps before committed_transcript (an order seen in the field) */
+  timestampsFirst: boolean;
+  /** never send committed_transcript_with_timestamps */
+  omitTimestamps: boolean;
+  /** no session_started on open */
+  omitSessionStarted: boolean;
+}
+
+export function defaultScribeFaults(): ScribeFaults {
+  return { errorAfterAudioSec: null, timestampsFirst: false, omitTimestamps: false, omitSessionStarted: false };
+}
+
+// ---- wire types (AsyncAPI V1SpeechToTextRealtimeSubscribe / Publish) ----
+
+export interface ScribeConfig {
+  sample_rate: number;
+  audio_format: string;
+  language_code: string | null;
+  commit_strategy: 'manual' | 'vad';
+  vad_silence_threshold_secs: number;
+  vad_threshold: number;
+  min_speech_duration_ms: number;
+  min_silence_duration_ms: number;
+  model_id: string;
+  enable_logging: boolean;
+  include_timestamps: boolean;
+  include_language_detection: boolean;
+  keyterms?: string[];
+  no_verbatim?: boolean;
+}
+
+export interface ScribeSessionStarted {
+  message_type: 'session_started';
+  session_id: string;
+  config: ScribeConfig;
+}
+
+export interface ScribeText {
+  message_type: 'partial_transcript' | 'committed_transcript' | 'final_transcript';
+  text: string;
+}
+
+export interface ScribeWord {
+  text: string;
+  /** seconds from the first audio of the socket */
+  start: number;
+  end: number;
+  type: 'word' | 'spacing';
+  logprob: number;
+}
+
+export interface ScribeTimestamped {
+  message_type: 'committed_transcript_with_timestamps' | 'final_transcript_with_timestamps';
+  text: string;
+  language_code: string | null;
+  words: ScribeWord[];
+}
+
+export interface ScribeErrorMessage {
+  message_type: ScribeErrorType;
+  error: string;
+}
+
+export type ScribeServerMessage = ScribeSessionStarted | ScribeText | ScribeTimestamped | ScribeErrorMessage;
+
+// ---- query parameters ----
+
+export interface ScribeParams {
+  modelId: string;
+  audioFormat: string;
+  sampleRate: number;
+  encoding: 'pcm' | 'ulaw';
+  languageCode: string | null;
+  commitStrategy: 'manual' | 'vad';
+  vadSilenceThresholdSecs: number;
+  vadThreshold: number;
+  minSpeechDurationMs: number;
+  minSilenceDurationMs: number;
+  includeTimestamps: boolean;
+  includeLanguageDetection: boolean;
+  enableLogging: boolean;
+  keyterms: string[];
+  noVerbatim: boolean | null;
+  token: string | null;
+  /** query keys the emulator does not know (accepted) */
+  unknown: string[];
+}
+
+export type ScribeQueryCheck = { ok: true; params: ScribeParams } | { ok: false; error: string };
+
+const SCRIBE_KNOWN_QUERY = new Set([
+  'model_id', 'token', 'include_timestamps', 'include_language_detection', 'audio_format', 'language_code', 'commit_strategy',
+  'vad_silence_threshold_secs', 'vad_threshold', 'min_speech_duration_ms', 'min_silence_duration_ms', 'enable_logging',
+  'keyterms', 'no_verbatim',
+]);
+
+/**
+ * Validate the Scribe query the way the service does after the upgrade (`invalid_request`).
+ * Ranges are the SDK's (vad_silence_threshold_secs 0.3-3.0, vad_threshold 0.1-0.9,
+ * min_speech/min_silence_duration_ms 50-2000); defaults the AsyncAPI's (1.5, 0.4, 250, 2500).
+ */
+export function parseScribeQuery(query: Record<string, string[]>, models: readonly string[] = SCRIBE_MODELS): ScribeQueryCheck {
+  const last = (k: string): string | undefined => {
+    const v = query[k];
+    return v ? v[v.length - 1] : undefined;
+  };
+  let error: string | null = null;
+  const fail = (msg: string) => {
+    error ??= msg;
+  };
+  const bool = (k: string, dflt: boolean): boolean => {
+    const v = last(k);
+    if (v === undefined) return dflt;
+    const s = v.trim().toLowerCase();
+    if (TRUE_STRINGS.has(s)) return true;
+    if (FALSE_STRINGS.has(s)) return false;
+    fail(`Invalid value '${v}' for '${k}': expected a boolean.`);
+    return dflt;
+  };
+  const number = (k: string, dflt: number, min: number, max: number, integer: boolean): number => {
+    const v = last(k);
+    if (v === undefined) return dflt;
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n) || (integer && !Number.isInteger(n))) {
+      fail(`Invalid value '${v}' for '${k}': expected ${integer ? 'an integer' : 'a number'}.`);
+      return dflt;
+    }
+    if (n < min || n > max) {
+      fail(`Invalid value '${v}' for '${k}': must be between ${min} and ${max}.`);
+      return dflt;
+    }
+    return n;
+  };
+  const oneOf = <T extends string>(k: string, values: readonly T[], dflt: T): T => {
+    const v = last(k);
+    if (v === undefined) return dflt;
+    if ((values as readonly string[]).includes(v)) return v as T;
+    fail(`Invalid value '${v}' for '${k}': expected one of ${values.join(', ')}.`);
+    return dflt;
+  };
+  const audioFormat = oneOf('audio_format', SCRIBE_AUDIO_FORMATS, 'pcm_16000');
+  const commitStrategy = oneOf('commit_strategy', ['manual', 'vad'] as const, 'manual');
+  const vadSilenceThresholdSecs = number('vad_silence_threshold_secs', 1.5, 0.3, 3, false);
+  const vadThreshold = number('vad_threshold', 0.4, 0.1, 0.9, false);
+  const minSpeechDurationMs = number('min_speech_duration_ms', 250, 50, 2000, true);
+  const minSilenceDurationMs = number('min_silence_duration_ms', 2500, 50, 2000, true);
+  const includeTimestamps = bool('include_timestamps', false);
+  const includeLanguageDetection = bool('include_language_detection', false);
+  const enableLogging = bool('enable_logging', true);
+  const noVerbatim = last('no_verbatim') === undefined ? null : bool('no_verbatim', false);
+  const languageCode = last('language_code') ?? null;
+  if (languageCode !== null && !/^[A-Za-z]{2,3}$/.test(languageCode)) {
+    fail(`Invalid value '${languageCode}' for 'language_code': expected an ISO 639-1 or ISO 639-3 code.`);
+  }
+  const modelId = last('model_id');
+  if (modelId === undefined || modelId === '') fail("Missing required parameter 'model_id'.");
+  else if (!models.includes(modelId)) fail(`Invalid model_id '${modelId}': expected one of ${models.join(', ')}.`);
+  if (error !== null) return { ok: false, error };
+  const [enc, rate] = audioFormat.split('_') as [string, string];
+  return {
+    ok: true,
+    params: {
+      modelId: modelId as string,
+      audioFormat,
+      sampleRate: Number(rate),
+      encoding: enc === 'ulaw' ? 'ulaw' : 'pcm',
+      languageCode: languageCode === null ? null : languageCode.toLowerCase(),
+      commitStrategy,
+      vadSilenceThresholdSecs,
+      vadThreshold,
+      minSpeechDurationMs,
+      minSilenceDurationMs,
+      includeTimestamps,
+      includeLanguageDetection,
+      enableLogging,
+      keyterms: query['keyterms'] ?? [],
+      noVerbatim,
+      token: last('token') ?? null,
+      unknown: Object.keys(query).filter((k) => !SCRIBE_KNOWN_QUERY.has(k)),
+    },
+  };
+}
+
+/** The config echoed in session_started. */
+export function scribeConfig(p: ScribeParams): ScribeConfig {
+  const c: ScribeConfig = {
+    sample_rate: p.sampleRate,
+    audio_format: p.audioFormat,
+    language_code: p.languageCode,
+    commit_strategy: p.commitStrategy,
+    vad_silence_threshold_secs: p.vadSilenceThresholdSecs,
+    vad_threshold: p.vadThreshold,
+    min_speech_duration_ms: p.minSpeechDurationMs,
+    min_silence_duration_ms: p.minSilenceDurationMs,
+    model_id: p.modelId,
+    enable_logging: p.enableLogging,
+    include_timestamps: p.includeTimestamps,
+    include_language_detection: p.includeLanguageDetection,
+  };
+  if (p.keyterms.length > 0) c.keyterms = [...p.keyterms];
+  if (p.noVerbatim !== null) c.no_verbatim = p.noVerbatim;
+  return c;
+}
+
+/** `words` of a *_with_timestamps message: words with the spacing between them. */
+export function scribeWords(words: readonly TimedWord[]): ScribeWord[] {
+  const out: ScribeWord[] = [];
+  words.forEach((w, i) => {
+    const prev = words[i - 1];
+    if (prev) out.push({ text: ' ', start: prev.end, end: w.start, type: 'spacing', logprob: 0 });
+    out.push({ text: w.word, start: w.start, end: w.end, type: 'word', logprob: SCRIBE_WORD_LOGPROB });
+  });
+  return out;
+}
+
+// ---- records ----
+
+export type ScribeCommitTrigger = 'manual' | 'vad' | 'auto';
+
+export interface ScribeCommit {
+  /** 0-based, per connection */
+  index: number;
+  trigger: ScribeCommitTrigger;
+  /** ms since the socket opened */
+  at: number;
+  /** audio time (seconds analysed) of the commit */
+  audioTime: number;
+  text: string;
+  words: TimedWord[];
+}
+
+export interface ScribeErrorRecord extends ScribeErrorMessage {
+  at: number;
+  closeCode: number;
+}
+
+export class ScribeConnection {
+  readonly record: ConnectionRecord;
+  /** base session: per-connection base faults live in `session.faults` */
+  readonly session: WsSession;
+  readonly sessionId: string;
+  /** null when the query was refused */
+  params: ScribeParams | null = null;
+  auth: { via: 'header' | 'token' | null; credential: string | null; ok: boolean } = { via: null, credential: null, ok: false };
+  /** session_started was sent */
+  started = false;
+  readonly counts = { chunks: 0, commitFlags: 0, emptyChunks: 0, invalid: 0, ignored: 0 };
+  /** audio received (decoded duration) */
+  audioSeconds = 0;
+  audioBytes = 0;
+  previousText: string | null = null;
+  /** every message produced, in order (also those withheld by the deadAir fault) */
+  readonly sent: ScribeServerMessage[] = [];
+  readonly commits: ScribeCommit[] = [];
+  readonly errors: ScribeErrorRecord[] = [];
+  /** this connection's Scribe fault overrides (mutable) */
+  scribeFaults: Partial<ScribeFaults>;
+
+  constructor(record: ConnectionRecord, session: WsSession, scribeFaults: Partial<ScribeFaults>) {
+    this.record = record;
+    this.session = session;
+    this.scribeFaults = scribeFaults;
+    this.sessionId = randomUUID().replace(/-/g, '');
+  }
+
+  /** messages sent of one message_type */
+  ofType(type: ScribeServerMessage['message_type']): ScribeServerMessage[] {
+    return this.sent.filter((m) => m.message_type === type);
+  }
+  /** texts of the partial_transcript messages sent */
+  get partials(): string[] {
+    return this.sent.filter((m): m is ScribeText => m.message_type === 'partial_transcript').map((m) => m.text);
+  }
+  /** texts of the committed_transcript messages sent */
+  get committed(): string[] {
+    return this.sent.filter((m): m is ScribeText => m.message_type === 'committed_transcript').map((m) => m.text);
+  }
+  get closed(): boolean {
+    return this.record.closed;
+  }
+  get closeCode(): number | undefined {
+    return this.record.close?.code;
+  }
+}
+
+interface ScribeEnv {
+  opts: ResolvedElevenLabsOptions;
+  s: ResolvedScribeOptions;
+  serverFaults(): ScribeFaults;
+  changed(): void;
+  /** Scribe sessions already started with this credential (open) */
+  openFor(credential: string): number;
+  /** true once per token */
+  consumeToken(token: string): boolean;
+  quotaLeft(): number;
+  useQuota(seconds: number): void;
+}
+
+const SCRIBE_EPS = 1e-6;
+const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/** One Scribe socket: auth, query, session_started, audio -> partial/committed transcripts. */
+class ScribeSocket implements WsHandler {
+  readonly conn: ScribeConnection;
+  private readonly env: ScribeEnv;
+  private readonly session: WsSession;
+  private readonly headerKey: string | null;
+  private p: ScribeParams | null = null;
+  private detector: SpeechDetector | null = null;
+  private idleTimer: NodeJS.Timeout | null = null;
+  private ended = false;
+  private chunksSeen = 0;
+  private lastManualCommitAt: number | null = null;
+  private faultFired = false;
+  // transcription state (audio seconds)
+  private now = 0;
+  private words: TimedWord[] = [];
+  /** words[] already reported by final_transcript */
+  private finalIdx = 0;
+  private partialDirty = false;
+  private inSpeech = false;
+  private speechStart = 0;
+  private silenceStart: number | null = null;
+  /** speech of at least min_speech_duration_ms since the last commit (arms the VAD commit) */
+  private vadArmed = false;
+  private segmentStart = 0;
+
+  constructor(conn: ScribeConnection, env: ScribeEnv, headerKey: string | null) {
+    this.conn = conn;
+    this.env = env;
+    this.session = conn.session;
+    this.headerKey = headerKey;
+    this.start();
+  }
+
+  stop(): void {
+    this.ended = true;
+    this.clearIdle();
+  }
+
+  onClose(): void {
+    this.stop();
+    this.env.changed();
+  }
+
+  onMessage(data: Buffer, isBinary: boolean): void {
+    if (this.ended) {
+      this.conn.counts.ignored++;
+      this.env.changed();
+      return;
+    }
+    if (isBinary) return this.inputError('Binary frames are not supported; send input_audio_chunk messages as JSON text.');
+    let msg: unknown;
+    try {
+      msg = JSON.parse(data.toString('utf8'));
+    } catch {
+      msg = undefined;
+    }
+    if (!isObject(msg)) return this.inputError('Invalid message: expected a JSON object.');
+    if (msg['message_type'] !== 'input_audio_chunk') {
+      return this.inputError(`Unsupported message_type ${JSON.stringify(msg['message_type'] ?? null)}: expected "input_audio_chunk".`);
+    }
+    this.chunk(msg);
+    this.env.changed();
+  }
+
+  private start(): void {
+    const { opts, s } = this.env;
+    const q = this.conn.record.query;
+    const token = q['token']?.[q['token'].length - 1] ?? null;
+    if (this.headerKey !== null) {
+      this.conn.auth = { via: 'header', credential: this.headerKey, ok: opts.apiKeys.includes(this.headerKey) };
+    } else if (token !== null) {
+      this.conn.auth = { via: 'token', credential: token, ok: s.tokens.includes(token) && this.env.consumeToken(token) };
+    }
+    if (!this.conn.auth.ok) return this.fail('auth_error', this.conn.auth.via === 'token' ? 'Invalid or expired token.' : INVALID_API_KEY);
+    const check = parseScribeQuery(q, s.models);
+    if (!check.ok) return this.fail('invalid_request', check.error);
+    if (s.maxConcurrent !== null && this.env.openFor(this.conn.auth.credential as string) >= s.maxConcurrent) {
+      return this.fail('rate_limited', `Too many concurrent sessions: your plan allows ${s.maxConcurrent}.`);
+    }
+    this.p = check.params;
+    this.conn.params = check.params;
+    this.detector = new SpeechDetector({ sampleRate: check.params.sampleRate });
+    this.conn.started = true;
+    if (!this.faults().omitSessionStarted) {
+      this.send({ message_type: 'session_started', session_id: this.conn.sessionId, config: scribeConfig(check.params) });
+    }
+    this.touch();
+    this.env.changed();
+  }
+
+  private faults(): ScribeFaults {
+    return { ...this.env.serverFaults(), ...this.conn.scribeFaults };
+  }
+
+  private send(msg: ScribeServerMessage): void {
+    this.conn.sent.push(msg);
+    this.session.send(JSON.stringify(msg), { delayMs: this.env.s.latencyMs });
+    this.env.changed();
+  }
+
+  /** Error message, then close with its code. */
+  private fail(type: ScribeErrorType, error: string = SCRIBE_ERROR_TEXT[type], closeCode?: number): void {
+    if (this.ended) return;
+    const code = closeCode ?? this.env.s.errorCloseCodes[type];
+    this.conn.errors.push({ message_type: type, error, at: this.session.elapsed(), closeCode: code });
+    this.send({ message_type: type, error });
+    this.session.close(code, code === 1000 ? '' : closeReason(error), { delayMs: this.env.s.latencyMs });
+    this.stop();
+    this.env.changed();
+  }
+
+  private inputError(message: string): void {
+    this.conn.counts.invalid++;
+    this.fail('input_error', message);
+  }
+
+  private chunk(msg: Record<string, unknown>): void {
+    const p = this.p as ScribeParams;
+    const audio = msg['audio_base_64'];
+    const commit = msg['commit'];
+    const rate = msg['sample_rate'];
+    const previous = msg['previous_text'];
+    if (typeof audio !== 'string' || audio.length % 4 !== 0 || !BASE64_RE.test(audio)) {
+      return this.inputError('Field "audio_base_64" is required and must be a base64 string.');
+    }
+    if (typeof commit !== 'boolean') return this.inputError('Field "commit" is required and must be a boolean.');
+    if (typeof rate !== 'number' || !Number.isInteger(rate)) return this.inputError('Field "sample_rate" is required and must be an integer.');
+    if (rate !== p.sampleRate) {
+      return this.inputError(`sample_rate ${rate} does not match audio_format ${p.audioFormat} (${p.sampleRate} Hz).`);
+    }
+    const first = this.chunksSeen === 0;
+    this.chunksSeen++;
+    if (previous !== undefined && previous !== null) {
+      if (typeof previous !== 'string') return this.inputError('Field "previous_text" must be a string.');
+      if (!first) return this.inputError('previous_text can only be sent alongside the first audio chunk.');
+      this.conn.previousText = previous;
+    }
+    this.conn.counts.chunks++;
+    if (commit) this.conn.counts.commitFlags++;
+    this.touch();
+    const bytes = Buffer.from(audio, 'base64');
+    if (bytes.length === 0) this.conn.counts.emptyChunks++;
+    else if (!this.audio(bytes)) return;
+    if (commit && !this.ended) {
+      const min = this.env.s.minCommitIntervalMs;
+      const t = performance.now();
+      if (min !== null && this.lastManualCommitAt !== null && t - this.lastManualCommitAt < min) return this.fail('commit_throttled');
+      this.lastManualCommitAt = t;
+      this.commit('manual');
+    }
+  }
+
+  /** Decode and analyse one chunk; false when the socket is (being) closed. */
+  private audio(bytes: Buffer): boolean {
+    const p = this.p as ScribeParams;
+    const { s } = this.env;
+    const seconds = bytes.length / (p.sampleRate * (p.encoding === 'pcm' ? 2 : 1));
+    if (seconds > s.maxChunkSec + SCRIBE_EPS) {
+      this.fail('chunk_size_exceeded', `The audio chunk size is too large (${seconds.toFixed(2)} s). Please reduce the chunk size.`);
+      return false;
+    }
+    if (seconds > this.env.quotaLeft() + SCRIBE_EPS) {
+      this.fail('quota_exceeded');
+      return false;
+    }
+    this.env.useQuota(seconds);
+    this.conn.audioBytes += bytes.length;
+    this.conn.audioSeconds += seconds;
+    if (!this.session.reportAudio(seconds)) {
+      if (!this.session.isOpen) this.stop();
+      return false;
+    }
+    const total = this.conn.audioSeconds + SCRIBE_EPS;
+    const f = this.faults().errorAfterAudioSec;
+    if (f && !this.faultFired && total >= f.seconds) {
+      this.faultFired = true;
+      this.fail(f.messageType, f.error ?? SCRIBE_ERROR_TEXT[f.messageType], f.closeCode);
+      return false;
+    }
+    const detector = this.detector as SpeechDetector;
+    if (p.encoding === 'pcm') {
+      this.handle(detector.push(bytes));
+    } else {
+      const samples = new Int16Array(bytes.length);
+      for (let i = 0; i < bytes.length; i++) samples[i] = mulawToLinear(bytes[i]!);
+      this.handle(detector.pushSamples(samples));
+    }
+    if (this.ended) return false;
+    if (s.maxSessionSec !== null && total >= s.maxSessionSec) {
+      this.fail('session_time_limit_exceeded');
+      return false;
+    }
+    return true;
+  }
+
+  private handle(events: DetectorEvent[]): void {
+    const p = this.p as ScribeParams;
+    for (const ev of events) {
+      if (this.ended) return;
+      switch (ev.type) {
+        case 'speech-start':
+          this.inSpeech = true;
+          this.speechStart = ev.time;
+          this.silenceStart = null;
+          break;
+        case 'word':
+          this.words.push({ word: ev.word, start: ev.start, end: ev.end });
+          this.partialDirty = true;
+          break;
+        case 'speech-end':
+          this.inSpeech = false;
+          this.silenceStart = ev.time;
+          if (ev.time - this.speechStart >= p.minSpeechDurationMs / 1000 - SCRIBE_EPS) this.vadArmed = true;
+          if (this.env.s.finalTranscripts) this.sendFinal();
+          break;
+        case 'window':
+          this.onWindow(ev.end);
+          break;
+      }
+    }
+  }
+
+  private onWindow(now: number): void {
+    const p = this.p as ScribeParams;
+    const { s } = this.env;
+    this.now = now;
+    if (this.partialDirty && this.words.length > 0 && this.conn.audioSeconds >= s.processingStartSec - SCRIBE_EPS) {
+      this.partialDirty = false;
+      this.send({ message_type: 'partial_transcript', text: this.text(this.words) });
+    }
+    if (
+      p.commitStrategy === 'vad' && this.vadArmed && !this.inSpeech && this.silenceStart !== null &&
+      now - this.silenceStart >= p.vadSilenceThresholdSecs - SCRIBE_EPS
+    ) {
+      this.commit('vad');
+    } else if (p.commitStrategy === 'manual' && now - this.segmentStart >= s.autoCommitSec - SCRIBE_EPS) {
+      this.commit('auto');
+    }
+  }
+
+  private text(words: readonly TimedWord[]): string {
+    return words.map((w) => w.word).join(' ');
+  }
+
+  private languageCode(): string {
+    return (this.p as ScribeParams).languageCode ?? 'en';
+  }
+
+  private sendFinal(): void {
+    const words = this.words.slice(this.finalIdx);
+    if (words.length === 0) return;
+    this.finalIdx = this.words.length;
+    const text = this.text(words);
+    this.send({ message_type: 'final_transcript', text });
+    if ((this.p as ScribeParams).includeTimestamps) {
+      this.send({ message_type: 'final_transcript_with_timestamps', text, language_code: this.languageCode(), words: scribeWords(words) });
+    }
+  }
+
+  private commit(trigger: ScribeCommitTrigger): void {
+    const p = this.p as ScribeParams;
+    const detector = this.detector as SpeechDetector;
+    // a manual commit closes the word in progress (a VAD commit happens in silence)
+    if (trigger !== 'vad') this.handle(detector.flush());
+    if (this.ended) return;
+    const words = this.words;
+    const text = this.text(words);
+    this.words = [];
+    this.finalIdx = 0;
+    this.partialDirty = false;
+    this.vadArmed = false;
+    this.segmentStart = Math.max(this.now, detector.processedSeconds);
+    this.conn.commits.push({ index: this.conn.commits.length, trigger, at: this.session.elapsed(), audioTime: this.segmentStart, text, words });
+    const plain: ScribeText = { message_type: 'committed_transcript', text };
+    const f = this.faults();
+    const timed: ScribeTimestamped | null =
+      p.includeTimestamps && !f.omitTimestamps
+        ? { message_type: 'committed_transcript_with_timestamps', text, language_code: this.languageCode(), words: scribeWords(words) }
+        : null;
+    if (timed && f.timestampsFirst) this.send(timed);
+    this.send(plain);
+    if (timed && !f.timestampsFirst) this.send(timed);
+  }
+
+  private touch(): void {
+    this.clearIdle();
+    if (this.ended) return;
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = null;
+      if (this.env.s.inactivityError) {
+        this.fail('insufficient_audio_activity');
+      } else {
+        this.session.close(1000, '', { delayMs: this.env.s.latencyMs });
+        this.stop();
+      }
+    }, this.env.s.inactivityTimeoutMs);
+  }
+
+  private clearIdle(): void {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The emulator
 
-export const WS_ROUTES: ReadonlyArray<{ kind: TtsRouteKind; re: RegExp }> = [
+export type ElevenLabsRouteKind = TtsRouteKind | 'speech-to-text-realtime';
+
+export const WS_ROUTES: ReadonlyArray<{ kind: ElevenLabsRouteKind; re: RegExp }> = [
   { kind: 'stream-input', re: /^\/v1\/text-to-speech\/([^/]+)\/stream-input\/?$/ },
   { kind: 'multi-stream-input', re: /^\/v1\/text-to-speech\/([^/]+)\/multi-stream-input\/?$/ },
+  { kind: 'speech-to-text-realtime', re: /^\/v1\/speech-to-text\/realtime\/?$/ },
 ];
 const REST_STREAM_RE = /^\/v1\/text-to-speech\/([^/]+)\/stream\/?$/;
 
-type AcceptState = TtsAcceptState;
+interface ScribeAcceptState {
+  kind: 'speech-to-text-realtime';
+  headerKey: string | null;
+}
+
+type AcceptState = TtsAcceptState | ScribeAcceptState;
 
 export class ElevenLabsEmulator {
   readonly server: EmulatorServer;
@@ -1264,6 +2055,16 @@ export class ElevenLabsEmulator {
   readonly nextTtsFaults: Partial<TtsFaults>[] = [];
   /** @internal */
   readonly disposers = new Set<() => void>();
+  /** Scribe realtime STT sockets, in order */
+  readonly scribeConnections: ScribeConnection[] = [];
+  /** server-wide Scribe fault switches (mutable) */
+  scribeFaults: ScribeFaults = defaultScribeFaults();
+  /** Scribe audio seconds used against scribe.quotaSeconds */
+  usedScribeSeconds = 0;
+  /** single-use Scribe tokens already used */
+  readonly usedScribeTokens = new Set<string>();
+  /** @internal */
+  readonly nextScribeFaults: Partial<ScribeFaults>[] = [];
 
   constructor(server: EmulatorServer, options: ResolvedElevenLabsOptions, connections: ElevenLabsConnection[], restRequests: ElevenLabsRestRequest[]) {
     this.server = server;
@@ -1296,10 +2097,16 @@ export class ElevenLabsEmulator {
   ttsFaultNext(f: Partial<TtsFaults>): void {
     this.nextTtsFaults.push(f);
   }
+  /** apply Scribe faults to the next accepted Scribe connection only */
+  scribeFaultNext(f: Partial<ScribeFaults>): void {
+    this.nextScribeFaults.push(f);
+  }
   resetFaults(): void {
     this.server.resetFaults();
     this.ttsFaults = defaultTtsFaults();
     this.nextTtsFaults.length = 0;
+    this.scribeFaults = defaultScribeFaults();
+    this.nextScribeFaults.length = 0;
   }
   get rejected() {
     return this.server.rejected;
@@ -1313,6 +2120,25 @@ export class ElevenLabsEmulator {
   streamInputUrl(voiceId: string, query: Record<string, string> = {}, kind: TtsRouteKind = 'stream-input'): string {
     const qs = new URLSearchParams(query).toString();
     return `${this.wsUrl}/v1/text-to-speech/${encodeURIComponent(voiceId)}/${kind}${qs ? `?${qs}` : ''}`;
+  }
+
+  /** `${wsUrl}/v1/speech-to-text/realtime?…` (repeated values as arrays) */
+  scribeUrl(query: Record<string, string | string[]> = {}): string {
+    const qs = new URLSearchParams();
+    for (const [k, v] of Object.entries(query)) for (const x of Array.isArray(v) ? v : [v]) qs.append(k, x);
+    const s = qs.toString();
+    return `${this.wsUrl}${SCRIBE_PATH}${s ? `?${s}` : ''}`;
+  }
+
+  waitForScribeConnection(n = 1, timeoutMs = 2000): Promise<ScribeConnection> {
+    return this.server.waitFor(() => this.scribeConnections[n - 1], timeoutMs, `scribe connection #${n}`);
+  }
+
+  waitForScribeClose(conn?: ScribeConnection, timeoutMs = 2000): Promise<ScribeConnection> {
+    return this.server.waitFor(() => {
+      const c = conn ?? this.scribeConnections[this.scribeConnections.length - 1];
+      return c && c.record.closed ? c : undefined;
+    }, timeoutMs, 'scribe connection close');
   }
 
   waitForConnection(n = 1, timeoutMs = 2000): Promise<ElevenLabsConnection> {
@@ -1355,6 +2181,7 @@ export async function startElevenLabsEmulator(opts: ElevenLabsEmulatorOptions = 
     authFailure: opts.authFailure ?? 'close',
     restChunkMs: opts.restChunkMs ?? 500,
     recordAudio: opts.recordAudio ?? false,
+    scribe: resolveScribeOptions(opts.scribe),
   };
   if (!(options.speedFactor > 0)) throw new Error('speedFactor must be > 0');
   const connections: ElevenLabsConnection[] = [];
@@ -1381,11 +2208,22 @@ export async function startElevenLabsEmulator(opts: ElevenLabsEmulatorOptions = 
     const reject = (status: number, body: string): UpgradeDecision<AcceptState> => ({ accept: false, status, body });
     const route = WS_ROUTES.map((r) => ({ kind: r.kind, m: r.re.exec(ctx.url.pathname) })).find((r) => r.m);
     if (!route || !route.m) return reject(404, JSON.stringify({ detail: 'Not Found' }));
+    const h = ctx.req.headers['xi-api-key'];
+    const headerKey = typeof h === 'string' ? h : Array.isArray(h) ? (h[0] ?? null) : null;
+    if (route.kind === 'speech-to-text-realtime') {
+      // Scribe reports credentials and parameters in-band (auth_error / invalid_request), unless
+      // scribe.authFailure asks for an HTTP refusal.
+      const s = options.scribe;
+      if (s.authFailure !== 'message') {
+        const token = ctx.query['token']?.[ctx.query['token'].length - 1] ?? null;
+        const ok = headerKey !== null ? options.apiKeys.includes(headerKey) : token !== null && s.tokens.includes(token) && !emu!.usedScribeTokens.has(token);
+        if (!ok) return reject(s.authFailure, elDetail('invalid_api_key', INVALID_API_KEY));
+      }
+      return { accept: true, state: { kind: 'speech-to-text-realtime', headerKey } };
+    }
     const voiceId = decodeURIComponent(route.m[1]!);
     const check = parseStreamInputQuery(ctx.query, route.kind);
     if (!check.ok) return reject(check.status, JSON.stringify(check.body));
-    const h = ctx.req.headers['xi-api-key'];
-    const headerKey = typeof h === 'string' ? h : Array.isArray(h) ? (h[0] ?? null) : null;
     if (headerKey !== null && options.authFailure !== 'close' && !options.apiKeys.includes(headerKey)) {
       return reject(options.authFailure, elDetail('invalid_api_key', INVALID_API_KEY));
     }
@@ -1503,6 +2341,7 @@ export async function startElevenLabsEmulator(opts: ElevenLabsEmulatorOptions = 
     onUpgrade,
     onConnection: (session, _ctx, state) => {
       const e = emu!;
+      if (state.kind === 'speech-to-text-realtime') return scribeHandler(e, session, state.headerKey);
       const conn = new ElevenLabsConnection(session.record, session, state.kind, state.voiceId, state.params, e.nextTtsFaults.shift() ?? {});
       connections.push(conn);
       const sock = new TtsSocket(conn, env(), state.headerKey);
@@ -1523,6 +2362,38 @@ export async function startElevenLabsEmulator(opts: ElevenLabsEmulatorOptions = 
   });
   emu = new ElevenLabsEmulator(server, options, connections, restRequests);
   return emu;
+}
+
+function scribeHandler(e: ElevenLabsEmulator, session: WsSession, headerKey: string | null): WsHandler {
+  const conn = new ScribeConnection(session.record, session, e.nextScribeFaults.shift() ?? {});
+  e.scribeConnections.push(conn);
+  const s = e.options.scribe;
+  const env: ScribeEnv = {
+    opts: e.options,
+    s,
+    serverFaults: () => e.scribeFaults,
+    changed: () => e.server.changed(),
+    openFor: (credential) => e.scribeConnections.filter((c) => c !== conn && c.started && !c.closed && c.auth.credential === credential).length,
+    consumeToken: (token) => {
+      if (e.usedScribeTokens.has(token)) return false;
+      e.usedScribeTokens.add(token);
+      return true;
+    },
+    quotaLeft: () => (s.quotaSeconds === null ? Infinity : s.quotaSeconds - e.usedScribeSeconds),
+    useQuota: (seconds) => {
+      e.usedScribeSeconds += seconds;
+    },
+  };
+  const sock = new ScribeSocket(conn, env, headerKey);
+  const dispose = () => sock.stop();
+  e.disposers.add(dispose);
+  return {
+    onMessage: (data, isBinary) => sock.onMessage(data, isBinary),
+    onClose: () => {
+      e.disposers.delete(dispose);
+      sock.onClose();
+    },
+  };
 }
 
 function readBody(req: IncomingMessage, limit = 1 << 20): Promise<Buffer> {
