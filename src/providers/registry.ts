@@ -7,6 +7,7 @@ import { anthropicLlm } from './llm/anthropic.ts';
 import { cerebrasLlm, deepseekLlm, googleLlm, groqLlm, moonshotLlm, openAiLlm, xaiLlm } from './llm/vendors.ts';
 import { deepgramListenV1 } from './stt/deepgram.ts';
 import { deepgramFluxStt } from './stt/deepgram-flux.ts';
+import { assemblyAiStt } from './stt/assemblyai.ts';
 import { cartesiaStt, cartesiaTurnsStt } from './stt/cartesia.ts';
 import { openAiRealtimeStt } from './stt/openai-realtime.ts';
 import { cartesiaTts } from './tts/cartesia.ts';
@@ -101,7 +102,7 @@ export const PROVIDERS: Record<ProviderId, ProviderInfo> = {
   },
 };
 
-export const STT_ADAPTERS: readonly SttAdapter[] = [deepgramListenV1, deepgramFluxStt, cartesiaStt, cartesiaTurnsStt, openAiRealtimeStt];
+export const STT_ADAPTERS: readonly SttAdapter[] = [deepgramListenV1, deepgramFluxStt, assemblyAiStt, cartesiaStt, cartesiaTurnsStt, openAiRealtimeStt];
 
 /** Protocols a configured STT upstream (`stt.upstreams.<id>.protocol`) can speak. */
 export const STT_PROTOCOLS = {

@@ -3,7 +3,9 @@
  * gateway environment pointing at it, a model string, and the capabilities the suite expects.
  * A capability an adapter lacks carries its reason (the provider's API has no such feature).
  */
+import { startAssemblyAiEmulator } from '../emulators/assemblyai.ts';
 import { startDeepgramEmulator } from '../emulators/deepgram.ts';
+import { startDeepgramFluxEmulator } from '../emulators/deepgram-flux.ts';
 import { startOpenAiRealtimeEmulator } from '../emulators/openai-realtime.ts';
 
 export interface SttEmu {
@@ -72,4 +74,38 @@ const openAiRealtime: SttProfile = {
   },
 };
 
-export const STT_PROFILES: readonly SttProfile[] = [deepgram, openAiRealtime];
+const flux: SttProfile = {
+  name: 'deepgram flux',
+  model: 'deepgram/flux-general-en',
+  endOfUtteranceMs: 1500,
+  capabilities: { wordTimings: true, startOfSpeech: true, finalize: true },
+  badExtra: { eot_threshold: 0.2 },
+  async start() {
+    const emu = await startDeepgramFluxEmulator();
+    return {
+      env: { DEEPGRAM_API_KEY: 'dg-test-key', DEEPGRAM_BASE_URL: emu.url },
+      connections: () => emu.connections.length,
+      lastClosed: () => emu.connections.at(-1)?.record.closed ?? false,
+      close: () => emu.close(),
+    };
+  },
+};
+
+const assemblyai: SttProfile = {
+  name: 'assemblyai universal-streaming',
+  model: 'assemblyai/universal-streaming',
+  endOfUtteranceMs: 1500,
+  capabilities: { wordTimings: true, startOfSpeech: true, finalize: true },
+  badExtra: { end_of_turn_confidence_threshold: 3 },
+  async start() {
+    const emu = await startAssemblyAiEmulator();
+    return {
+      env: { ASSEMBLYAI_API_KEY: 'aai-test-key', ASSEMBLYAI_BASE_URL: emu.url },
+      connections: () => emu.connections.length,
+      lastClosed: () => emu.connections.at(-1)?.record.closed ?? false,
+      close: () => emu.close(),
+    };
+  },
+};
+
+export const STT_PROFILES: readonly SttProfile[] = [deepgram, flux, assemblyai, openAiRealtime];

@@ -13,6 +13,7 @@ import { startAssemblyAiEmulator } from './assemblyai.ts';
 import { startCartesiaEmulator } from './cartesia.ts';
 import { startDeepgramSpeakEmulator } from './deepgram-speak.ts';
 import { startDeepgramEmulator } from './deepgram.ts';
+import { startDeepgramFluxEmulator } from './deepgram-flux.ts';
 import { startElevenLabsEmulator } from './elevenlabs.ts';
 import { OPENAI_CHAT_REALISTIC_TIMING, startOpenAiChatEmulator, type ChatVendor } from './openai-chat.ts';
 import { OPENAI_REALTIME_REALISTIC_TIMING, startOpenAiRealtimeEmulator } from './openai-realtime.ts';
@@ -54,6 +55,14 @@ export const EMULATORS: Record<string, (o: CliOptions) => Promise<RunningEmulato
       close: () => emu.close(),
       describe: () =>
         `assemblyai streaming v3 at ${emu.streamingUrl}, tokens at GET ${emu.url}/v3/token (Authorization: ${emu.options.apiKeys.join(', ')}; the SDK needs --tls)`,
+    };
+  },
+  'deepgram-flux': async (o) => {
+    const emu = await startDeepgramFluxEmulator({ port: o.port, host: o.host, tls: o.tls, ...(o.keys.length > 0 ? { apiKeys: o.keys } : {}) });
+    return {
+      server: emu.server,
+      close: () => emu.close(),
+      describe: () => `deepgram Flux STT v2 at ${emu.wsUrl}/v2/listen (keys: ${emu.options.apiKeys.join(', ')}; SDK baseUrl ${emu.url})`,
     };
   },
   'deepgram-speak': async (o) => {
