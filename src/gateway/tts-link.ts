@@ -40,6 +40,8 @@ export interface TtsLink {
   readonly usable: boolean;
   /** No generation in flight. */
   readonly idle: boolean;
+  /** No generation has run on it yet (a prewarmed socket). */
+  readonly fresh: boolean;
   start(gen: string, opts: TtsOptions, sink: TtsGenSink): void;
   text(text: string): void;
   end(): void;
@@ -92,6 +94,8 @@ export class WsTtsLink implements TtsLink {
   private inputEnded = false;
   /** A 'one'-reuse socket that has served its generation. */
   private spent = false;
+  /** Start times of the generations run on this socket within the last minute (bounded by the limit). */
+  private starts: number[] = [];
   private lastSentAt = Date.now();
   private readonly startedAt = performance.now();
 
@@ -114,11 +118,24 @@ export class WsTtsLink implements TtsLink {
   }
 
   get usable(): boolean {
-    return this.state !== 'closed' && !this.spent;
+    return this.state !== 'closed' && !this.spent && !this.atGenerationLimit();
   }
 
   get idle(): boolean {
     return this.gen === null;
+  }
+
+  get fresh(): boolean {
+    return this.starts.length === 0;
+  }
+
+  /** The adapter's per-minute generation limit is reached on this socket. */
+  private atGenerationLimit(): boolean {
+    const max = this.adapter.maxGenerationsPerMinute;
+    if (max === undefined || this.starts.length < max) return false;
+    const since = Date.now() - 60_000;
+    while (this.starts.length > 0 && (this.starts[0] as number) < since) this.starts.shift();
+    return this.starts.length >= max;
   }
 
   get isOpen(): boolean {
@@ -131,6 +148,8 @@ export class WsTtsLink implements TtsLink {
     this.opts = opts;
     this.sink = sink;
     this.inputEnded = false;
+    this.starts.push(Date.now());
+    if (this.starts.length > (this.adapter.maxGenerationsPerMinute ?? 1)) this.starts.shift();
   }
 
   text(text: string): void {
@@ -297,6 +316,10 @@ export class HttpTtsLink implements TtsLink {
 
   get idle(): boolean {
     return this.gen === null;
+  }
+
+  get fresh(): boolean {
+    return false;
   }
 
   start(gen: string, opts: TtsOptions, sink: TtsGenSink): void {

@@ -43,7 +43,9 @@ export class TtsLinkPool {
 
   /** Park a link; returns false (and the caller closes it) when it cannot be kept. */
   put(link: TtsLink): boolean {
-    if (this.maxPerKey <= 0 || !link.usable || !link.idle || link.adapter.kind !== 'ws' || link.adapter.reuse !== 'many') return false;
+    // A socket serving many generations, or an unused one opened ahead for a one-generation provider.
+    const reusable = link.adapter.kind === 'ws' && (link.adapter.reuse === 'many' || link.fresh);
+    if (this.maxPerKey <= 0 || !link.usable || !link.idle || !reusable) return false;
     const list = this.idle.get(link.key) ?? [];
     if (list.length >= this.maxPerKey) return false;
     list.push({ link, since: Date.now() });

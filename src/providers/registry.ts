@@ -9,6 +9,7 @@ import { deepgramListenV1 } from './stt/deepgram.ts';
 import { deepgramFluxStt } from './stt/deepgram-flux.ts';
 import { assemblyAiStt } from './stt/assemblyai.ts';
 import { cartesiaStt, cartesiaTurnsStt } from './stt/cartesia.ts';
+import { elevenLabsStt } from './stt/elevenlabs.ts';
 import { openAiRealtimeStt } from './stt/openai-realtime.ts';
 import { cartesiaTts } from './tts/cartesia.ts';
 import { deepgramTts } from './tts/deepgram.ts';
@@ -102,7 +103,7 @@ export const PROVIDERS: Record<ProviderId, ProviderInfo> = {
   },
 };
 
-export const STT_ADAPTERS: readonly SttAdapter[] = [deepgramListenV1, deepgramFluxStt, assemblyAiStt, cartesiaStt, cartesiaTurnsStt, openAiRealtimeStt];
+export const STT_ADAPTERS: readonly SttAdapter[] = [deepgramListenV1, deepgramFluxStt, assemblyAiStt, cartesiaStt, cartesiaTurnsStt, elevenLabsStt, openAiRealtimeStt];
 
 /** Protocols a configured STT upstream (`stt.upstreams.<id>.protocol`) can speak. */
 export const STT_PROTOCOLS = {

@@ -234,6 +234,11 @@ export interface TtsWsAdapter extends TtsAdapterBase {
   kind: 'ws';
   reuse: 'many' | 'one';
   /**
+   * A provider limit on generations per socket per minute (e.g. Deepgram's 20 Flush per 60 s):
+   * a socket at the limit is not reused; the next generation gets another socket.
+   */
+  maxGenerationsPerMinute?: number;
+  /**
    * Options fixed for the life of a socket (in its URL): generations whose key differs need
    * another socket. '' when everything can change per generation.
    */

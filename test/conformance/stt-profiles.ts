@@ -4,6 +4,8 @@
  * A capability an adapter lacks carries its reason (the provider's API has no such feature).
  */
 import { startAssemblyAiEmulator } from '../emulators/assemblyai.ts';
+import { startCartesiaEmulator } from '../emulators/cartesia.ts';
+import { startElevenLabsEmulator } from '../emulators/elevenlabs.ts';
 import { startDeepgramEmulator } from '../emulators/deepgram.ts';
 import { startDeepgramFluxEmulator } from '../emulators/deepgram-flux.ts';
 import { startOpenAiRealtimeEmulator } from '../emulators/openai-realtime.ts';
@@ -108,4 +110,48 @@ const assemblyai: SttProfile = {
   },
 };
 
-export const STT_PROFILES: readonly SttProfile[] = [deepgram, flux, assemblyai, openAiRealtime];
+function cartesiaProfile(name: string, model: string, wordTimings: true | string, badExtra: Record<string, unknown>): SttProfile {
+  return {
+    name,
+    model,
+    endOfUtteranceMs: 1500,
+    capabilities: { wordTimings, startOfSpeech: model.endsWith('ink-2') ? true : 'ink-whisper has no speech onset event', finalize: true },
+    badExtra,
+    async start() {
+      const emu = await startCartesiaEmulator();
+      return {
+        env: { CARTESIA_API_KEY: 'cartesia-test-key', CARTESIA_BASE_URL: emu.url },
+        connections: () => emu.sttConnections.length,
+        lastClosed: () => emu.sttConnections.at(-1)?.record.closed ?? false,
+        close: () => emu.close(),
+      };
+    },
+  };
+}
+
+const scribe: SttProfile = {
+  name: 'elevenlabs scribe',
+  model: 'elevenlabs/scribe_v2_realtime',
+  endOfUtteranceMs: 2000,
+  capabilities: { wordTimings: true, startOfSpeech: 'Scribe has no speech onset event', finalize: true },
+  badExtra: { vad_threshold: 5 },
+  async start() {
+    const emu = await startElevenLabsEmulator({ scribe: { processingStartSec: 0 } });
+    return {
+      env: { ELEVENLABS_API_KEY: 'el-test-key', ELEVENLABS_BASE_URL: emu.url },
+      connections: () => emu.scribeConnections.length,
+      lastClosed: () => emu.scribeConnections.at(-1)?.record.closed ?? false,
+      close: () => emu.close(),
+    };
+  },
+};
+
+export const STT_PROFILES: readonly SttProfile[] = [
+  deepgram,
+  flux,
+  assemblyai,
+  cartesiaProfile('cartesia ink-whisper', 'cartesia/ink-whisper', true, { min_volume: 3 }),
+  cartesiaProfile('cartesia ink-2 turns', 'cartesia/ink-2', 'the turns endpoint sends text without word timings', { turn_end_threshold: 7 }),
+  scribe,
+  openAiRealtime,
+];

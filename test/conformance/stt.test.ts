@@ -46,6 +46,9 @@ describe.each(STT_PROFILES)('STT conformance: $name', (profile) => {
   it('streams interims and exactly one final per utterance, on the socket timeline, metered', async () => {
     const { rec, id } = await startSession(gw, { model: profile.model, language: 'en', extra: {} });
     const pcm = synthesize(script, { sampleRate: RATE });
+    // The script is sent at once, faster than real time: let the upstream open first, or the
+    // bounded connect buffer (stt.bufferS, 5 s) would drop the oldest audio of this 6 s burst.
+    await new Promise((r) => setTimeout(r, 300));
     sendBinary(rec, pcm);
     await rec.until(() => finals(rec).length >= 2, 'two finals', 15_000);
     const f = finals(rec);

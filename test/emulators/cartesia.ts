@@ -1,8 +1,12 @@
 /**
- * Emulator of Cartesia's WebSocket APIs. Today: TTS (`/tts/websocket`,
- * https://docs.cartesia.ai/api-reference/tts/websocket). The upgrade is routed by path so that STT
- * (`/stt/websocket`, `/stt/turns/websocket`) can be added beside it: add a route to `ROUTES`, a
- * `kind` to `AcceptState`/`CartesiaConnection` and a session class next to `TtsSession`.
+ * Emulator of Cartesia's WebSocket APIs, routed by upgrade path (`ROUTES`):
+ * - TTS `/tts/websocket` (https://docs.cartesia.ai/api-reference/tts/websocket), `TtsSession`;
+ * - STT `/stt/websocket` (manual finalize, ink-whisper / ink-2,
+ *   https://docs.cartesia.ai/api-reference/stt/stt), `SttManualSession`;
+ * - STT `/stt/turns/websocket` (ink-2 turn detection,
+ *   https://docs.cartesia.ai/api-reference/stt/turns/websocket), `SttTurnsSession`.
+ * Auth and version checks are shared. TTS sockets are in `emu.connections`, STT sockets in
+ * `emu.sttConnections` (a separate list so TTS users keep their types).
  *
  * Written from ../../../shared/providers.md §4.1, §4.4, §9 "Cartesia TTS" (and the Cartesia docs
  * they cite: contexts.mdx, context-flushing-and-flush-ids.mdx, concurrency-limits-and-timeouts.mdx,
@@ -65,6 +69,64 @@
  * - `duration` caps a context's audio at whole characters; speed/volume/emotion/language are
  *   validated and recorded but do not change the tone audio; 2025 requests without context_id are
  *   one-shot generations whose answers carry no context_id (2026 requires context_id).
+ *
+ * STT. Written from providers.md §4.1-§4.3, §9 "Cartesia STT (ink-whisper)", Appendix B, the
+ * Cartesia docs (cartesia-ai/docs `fern/apis/version-2025-04-16/definition/stt.yml`; pages
+ * api-reference/stt/stt, api-reference/stt/turns/websocket, use-the-api/stt/common-pitfalls) and the
+ * 2026 SDK's STT types (@cartesia/cartesia-js 4.2.0 `src/resources/stt/{manual-finalize,
+ * auto-finalize}/*.ts`). Transcripts are the deterministic tone words of ./audio.ts.
+ * Facts relied on:
+ * - query: `model` (required), `encoding` (required: pcm_s16le|pcm_s32le|pcm_f16le|pcm_f32le|
+ *   pcm_mulaw|pcm_alaw), `sample_rate` (required), `language` (default en; ink-2 English only),
+ *   `keyterm` (repeated, <= 100 terms, <= 1200 chars), ink-whisper only: `min_volume` (0-1),
+ *   `max_silence_duration_secs` (auto-finalize after that much silence); turns endpoint:
+ *   `turn_start_threshold` 0.5-0.9 (0.8), `turn_eager_end_threshold` 0.3-0.6 (0.4),
+ *   `turn_end_threshold` 0.05-0.5 (0.2), `turn_end_timeout_ms` 640-11200 (5600), with
+ *   end < eager_end < start. Over the STT concurrency limit -> 429 at the upgrade.
+ * - /stt/websocket: binary audio; text frames `finalize` (-> flush_done), `done` (<= 2025) /
+ *   `close` (2026) (-> remaining transcripts, `done`, close). Server: `transcript {request_id,
+ *   text, is_final, duration, language, words[{word,start,end}]}` (seconds), `flush_done`, `done`,
+ *   `error`. `text` is a delta since the last is_final transcript; concatenating the finals
+ *   verbatim gives the full transcript (no whitespace stripping). ink-whisper finalizes on its
+ *   own after `max_silence_duration_secs`; ink-2 on this endpoint only on finalize/close.
+ * - /stt/turns/websocket: binary audio; JSON `{"type":"config","turn":{...}}` and
+ *   `{"type":"close"}`. Server: `connected` on open, `turn.start`, `turn.update` (cumulative),
+ *   `turn.eager_end` / `turn.resume` (preview), `turn.end`, `error`, all with request_id.
+ * - "If no audio data is sent for 20 seconds, the WebSocket will automatically disconnect"; the
+ *   timer resets with every message (audio or text command).
+ * Deterministic STT rules (AUDIO time; messages leave as soon as the audio that triggers them
+ * arrived, plus `stt.latencyMs`; only the idle timeout is wall-clock):
+ * - manual: a word is recognised when its tone ends; an interim (is_final false, all words since
+ *   the last final) at most every `stt.interimIntervalMs` of audio and only with new words;
+ *   ink-whisper: a final when silence after the last word reaches max_silence_duration_secs
+ *   (`stt.defaultMaxSilenceSecs` when not given); `finalize` closes the word in progress, sends a
+ *   final if words are pending, then `flush_done`; `done`/`close`: the same flush, `done`, close
+ *   1000. `duration`: 2026 = audio since the last final, 2025 = audio received so far.
+ *   min_volume: windows with RMS < min_volume x 32768 are silence.
+ * - turns: turn.start once voiced audio lasted start_threshold x `stt.turnStartScaleMs` (or at
+ *   the first recognised word); one turn.update per recognised word; after speech ends,
+ *   turn.eager_end at (1 - eager_end_threshold) x `stt.turnSilenceScaleMs` of silence (with >= 1
+ *   word), turn.end at min((1 - end_threshold) x scale, end_timeout_ms) of silence; speech after
+ *   an eager end -> turn.resume and the turn goes on. `config` changes apply to later decisions.
+ * UNCERTAIN STT choices (not settled by the docs we have):
+ * - Bad query parameters answer HTTP 400 at the upgrade with the JSON error body (error_code
+ *   model_not_found / invalid_request / unsupported_language). The turns docs show an in-band
+ *   `error` frame for an invalid model: `stt.paramErrors: 'in-band'` accepts, sends that frame
+ *   and closes 1008. Sample rates: any integer 8000-48000. max_silence_duration_secs: any > 0.
+ * - The default auto-finalize silence (0.5 s), the idle close code (1000) and reason, the
+ *   interim cadence and the turn timing model are emulator choices.
+ * - Order on finalize: final transcript, then flush_done (the 2025 docs example shows the
+ *   reverse: `stt.flushDoneFirst`). Nothing but flush_done when no words are pending.
+ * - Both `done` and `close` are accepted on every version. Unknown text commands (and non-JSON /
+ *   unknown types on the turns endpoint) get a 400 error frame; the socket stays open. Invalid
+ *   config commands are rejected whole (400 error frame, settings unchanged).
+ * - Error frames: 2026 shape {type, request_id, status_code, title, message, error_code, doc_url}
+ *   from 2026-08-14, before that {type, request_id, message, error}.
+ * - After finalize/close the text of a later segment starts with a space (Whisper style), so
+ *   finals concatenate verbatim into "w1 w2 w3"; `words[].word` carries no spaces. Text is the
+ *   vocabulary words, lower case, no punctuation.
+ * - `{"type":"close"}` on the turns endpoint ends an open turn (turn.end), then closes 1000 (no
+ *   `done` event exists there).
  */
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
@@ -80,6 +142,7 @@ import {
   type WsSession,
 } from './base.ts';
 import { DEFAULT_MS_PER_CHAR, TtsRenderer, chunkPcm, ttsTimings } from './tts-audio.ts';
+import { SpeechDetector, alawToLinear, mulawToLinear, type DetectorEvent } from './audio.ts';
 
 export const DEFAULT_API_KEY = 'cartesia-test-key';
 /** the version the SDK v4 sends */
@@ -125,9 +188,13 @@ export interface CartesiaEmulatorOptions {
   doneAfterCancel?: boolean;
   /** keep binary payloads in the wire record and chunk data in `conn.sent` */
   recordAudio?: boolean;
+  /** STT endpoints (/stt/websocket, /stt/turns/websocket); the TTS knobs above do not apply to them */
+  stt?: CartesiaSttOptions;
 }
 
-export type ResolvedCartesiaOptions = Required<Omit<CartesiaEmulatorOptions, 'port' | 'host' | 'tls'>>;
+export type ResolvedCartesiaOptions = Required<Omit<CartesiaEmulatorOptions, 'port' | 'host' | 'tls' | 'stt'>> & {
+  stt: ResolvedCartesiaSttOptions;
+};
 
 /** TTS-specific fault switches (server-wide on `emu.ttsFaults`, per connection on `conn.ttsFaults`). */
 export interface CartesiaTtsFaults {
@@ -590,7 +657,10 @@ export interface CartesiaTtsConnection {
   ttsFaults: Partial<CartesiaTtsFaults>;
 }
 
-/** Union of connection kinds (STT will join). */
+/**
+ * TTS connections (`emu.connections` holds TTS sockets only, so TTS users keep their types; STT
+ * sockets are in `emu.sttConnections`, every socket's wire record in `emu.records`).
+ */
 export type CartesiaConnection = CartesiaTtsConnection;
 
 // ---------------------------------------------------------------------------------------------
@@ -686,9 +756,11 @@ function checkVersion(req: IncomingMessage, query: Record<string, string[]>, req
   return { ok: true, version, via: fromQuery !== undefined ? 'query' : 'header', generation: apiGenerationOf(version) };
 }
 
-/** Upgrade paths → connection kind. STT routes go here. */
-const ROUTES: Record<string, 'tts'> = {
+/** Upgrade paths → connection kind. */
+const ROUTES: Record<string, 'tts' | SttKind> = {
   '/tts/websocket': 'tts',
+  '/stt/websocket': 'stt',
+  '/stt/turns/websocket': 'stt-turns',
 };
 
 /** the end of the last sentence in `text` (index after the whitespace), or -1 */
@@ -1343,31 +1415,921 @@ class TtsSession implements WsHandler {
 }
 
 // ---------------------------------------------------------------------------------------------
+// STT: `/stt/websocket` (manual finalize: ink-whisper, ink-2) and `/stt/turns/websocket` (ink-2
+// turn detection). Rules: see the header ("STT") and README "Cartesia STT".
+
+export const STT_ENCODINGS = ['pcm_s16le', 'pcm_s32le', 'pcm_f16le', 'pcm_f32le', 'pcm_mulaw', 'pcm_alaw'] as const;
+export type SttEncoding = (typeof STT_ENCODINGS)[number];
+/** models of /stt/websocket: ink-whisper, ink-2 and their dated snapshots (e.g. ink-whisper-2025-06-04) */
+export const STT_MODEL_RE = /^(?:ink-whisper|ink-2)(?:-\d{4}-\d{2}-\d{2})?$/;
+/** models of /stt/turns/websocket */
+export const STT_TURNS_MODEL_RE = /^ink-2(?:-\d{4}-\d{2}-\d{2})?$/;
+export const STT_DOC_URL = 'https://docs.cartesia.ai/build-with-cartesia/stt-models/latest';
+export const STT_MIN_SAMPLE_RATE = 8000;
+export const STT_MAX_SAMPLE_RATE = 48000;
+export const MAX_KEYTERMS = 100;
+export const MAX_KEYTERM_CHARS = 1200;
+/** ink-whisper languages (stt.yml 2025-04-16); ink-2 is English only */
+export const WHISPER_LANGUAGES: readonly string[] = [
+  'en', 'zh', 'de', 'es', 'ru', 'ko', 'fr', 'ja', 'pt', 'tr', 'pl', 'ca', 'nl', 'ar', 'sv', 'it', 'id', 'hi', 'fi', 'vi',
+  'he', 'uk', 'el', 'ms', 'cs', 'ro', 'da', 'hu', 'ta', 'no', 'th', 'ur', 'hr', 'bg', 'lt', 'la', 'mi', 'ml', 'cy', 'sk',
+  'te', 'fa', 'lv', 'bn', 'sr', 'az', 'sl', 'kn', 'et', 'mk', 'br', 'eu', 'is', 'hy', 'ne', 'mn', 'bs', 'kk', 'sq', 'sw',
+  'gl', 'mr', 'pa', 'si', 'km', 'sn', 'yo', 'so', 'af', 'oc', 'ka', 'be', 'tg', 'sd', 'gu', 'am', 'yi', 'lo', 'uz', 'fo',
+  'ht', 'ps', 'tk', 'nn', 'mt', 'sa', 'lb', 'my', 'bo', 'tl', 'mg', 'as', 'tt', 'haw', 'ln', 'ha', 'ba', 'jw', 'su', 'yue',
+];
+/** documented ranges and defaults of the ink-2 turn settings (query `turn_<name>`, config `turn.<name>`) */
+export const TURN_RANGES = {
+  start_threshold: { min: 0.5, max: 0.9, default: 0.8 },
+  eager_end_threshold: { min: 0.3, max: 0.6, default: 0.4 },
+  end_threshold: { min: 0.05, max: 0.5, default: 0.2 },
+  end_timeout_ms: { min: 640, max: 11200, default: 5600 },
+} as const;
+export type TurnSetting = keyof typeof TURN_RANGES;
+const TURN_SETTINGS = Object.keys(TURN_RANGES) as TurnSetting[];
+
+export type SttKind = 'stt' | 'stt-turns';
+
+export interface TurnConfig {
+  start_threshold: number;
+  eager_end_threshold: number;
+  end_threshold: number;
+  end_timeout_ms: number;
+}
+
+export function defaultTurnConfig(): TurnConfig {
+  return {
+    start_threshold: TURN_RANGES.start_threshold.default,
+    eager_end_threshold: TURN_RANGES.eager_end_threshold.default,
+    end_threshold: TURN_RANGES.end_threshold.default,
+    end_timeout_ms: TURN_RANGES.end_timeout_ms.default,
+  };
+}
+
+export interface CartesiaSttParams {
+  model: string;
+  encoding: SttEncoding;
+  sampleRate: number;
+  language: string;
+  /** ink-whisper only (ignored for ink-2) */
+  minVolume: number | null;
+  /** ink-whisper only (ignored for ink-2) */
+  maxSilenceDurationSecs: number | null;
+  keyterms: string[];
+  /** turn settings after the query (turns endpoint only) */
+  turn: TurnConfig | null;
+  /** query keys the emulator does not know (accepted) */
+  unknown: string[];
+  raw: Record<string, string[]>;
+}
+
+export type SttParamCheck =
+  | { ok: true; params: CartesiaSttParams }
+  | { ok: false; message: string; errorCode: string; title: string };
+
+const STT_COMMON_KEYS = ['model', 'encoding', 'sample_rate', 'language', 'keyterm', 'api_key', 'access_token', 'cartesia_version'];
+const STT_MANUAL_KEYS = new Set([...STT_COMMON_KEYS, 'min_volume', 'max_silence_duration_secs']);
+const STT_TURNS_KEYS = new Set([...STT_COMMON_KEYS, ...TURN_SETTINGS.map((k) => `turn_${k}`)]);
+
+function parseNumber(v: string): number | null {
+  if (v.trim() === '') return null;
+  const n = Number(v);
+  return Number.isFinite(n) ? n : null;
+}
+
+/**
+ * Check turn settings (merged over `base`) against the documented ranges and the ordering rule
+ * end_threshold < eager_end_threshold < start_threshold. `where` names the field in messages.
+ */
+export function checkTurnConfig(
+  patch: Partial<Record<TurnSetting, unknown>>,
+  base: TurnConfig,
+  where: (k: TurnSetting) => string,
+): { ok: true; config: TurnConfig } | { ok: false; message: string } {
+  const config = { ...base };
+  for (const k of TURN_SETTINGS) {
+    const v = patch[k];
+    if (v === undefined) continue;
+    const r = TURN_RANGES[k];
+    const n = typeof v === 'number' ? v : typeof v === 'string' ? parseNumber(v) : null;
+    if (n === null || !Number.isFinite(n)) return { ok: false, message: `'${where(k)}' must be a number.` };
+    if (k === 'end_timeout_ms' && !Number.isInteger(n)) return { ok: false, message: `'${where(k)}' must be an integer number of milliseconds.` };
+    if (n < r.min || n > r.max) return { ok: false, message: `'${where(k)}' must be between ${r.min} and ${r.max} (got ${n}).` };
+    config[k] = n;
+  }
+  if (!(config.end_threshold < config.eager_end_threshold)) {
+    return { ok: false, message: `'${where('end_threshold')}' (${config.end_threshold}) must stay below '${where('eager_end_threshold')}' (${config.eager_end_threshold}).` };
+  }
+  if (!(config.eager_end_threshold < config.start_threshold)) {
+    return { ok: false, message: `'${where('eager_end_threshold')}' (${config.eager_end_threshold}) must stay below '${where('start_threshold')}' (${config.start_threshold}).` };
+  }
+  return { ok: true, config };
+}
+
+/** Validate the query of /stt/websocket ('stt') or /stt/turns/websocket ('stt-turns') like the API. */
+export function parseSttQuery(kind: SttKind, query: Record<string, string[]>): SttParamCheck {
+  const bad = (message: string, errorCode = 'invalid_request', title = 'Bad Request'): SttParamCheck => ({ ok: false, message, errorCode, title });
+  const last = (k: string): string | undefined => {
+    const v = query[k];
+    return v ? v[v.length - 1] : undefined;
+  };
+  const model = last('model');
+  if (model === undefined || model === '') return bad(`Missing required query parameter 'model'.`);
+  const modelRe = kind === 'stt' ? STT_MODEL_RE : STT_TURNS_MODEL_RE;
+  if (!modelRe.test(model)) {
+    return bad(`The model is not valid, make sure it is a valid model ID (got '${model}').`, 'model_not_found', 'Invalid model');
+  }
+  const encoding = last('encoding');
+  if (encoding === undefined) return bad(`Missing required query parameter 'encoding'.`);
+  if (!(STT_ENCODINGS as readonly string[]).includes(encoding)) {
+    return bad(`Invalid encoding '${encoding}': expected one of ${STT_ENCODINGS.join(', ')}.`);
+  }
+  const sr = last('sample_rate');
+  if (sr === undefined) return bad(`Missing required query parameter 'sample_rate'.`);
+  const sampleRate = parseNumber(sr);
+  if (sampleRate === null || !Number.isInteger(sampleRate) || sampleRate < STT_MIN_SAMPLE_RATE || sampleRate > STT_MAX_SAMPLE_RATE) {
+    return bad(`Invalid sample_rate '${sr}': expected an integer between ${STT_MIN_SAMPLE_RATE} and ${STT_MAX_SAMPLE_RATE}.`);
+  }
+  const isInk2 = model.startsWith('ink-2');
+  const language = last('language') ?? 'en';
+  if (isInk2 ? language !== 'en' : !WHISPER_LANGUAGES.includes(language)) {
+    return bad(isInk2 ? `Language '${language}' is not supported by ${model}: only 'en' is supported.` : `Unsupported language '${language}'.`, 'unsupported_language');
+  }
+  const keyterms = query['keyterm'] ?? [];
+  if (keyterms.length > MAX_KEYTERMS) return bad(`Too many keyterms: at most ${MAX_KEYTERMS} are allowed (got ${keyterms.length}).`);
+  const keytermChars = keyterms.reduce((n, k) => n + [...k].length, 0);
+  if (keytermChars > MAX_KEYTERM_CHARS) return bad(`Keyterms may total at most ${MAX_KEYTERM_CHARS} characters (got ${keytermChars}).`);
+  if (keyterms.some((k) => k.trim() === '')) return bad('Keyterms must not be empty.');
+  let minVolume: number | null = null;
+  let maxSilenceDurationSecs: number | null = null;
+  let turn: TurnConfig | null = null;
+  if (kind === 'stt') {
+    const mv = last('min_volume');
+    if (mv !== undefined) {
+      minVolume = parseNumber(mv);
+      if (minVolume === null || minVolume < 0 || minVolume > 1) return bad(`Invalid min_volume '${mv}': expected a number between 0 and 1.`);
+    }
+    const ms = last('max_silence_duration_secs');
+    if (ms !== undefined) {
+      maxSilenceDurationSecs = parseNumber(ms);
+      if (maxSilenceDurationSecs === null || maxSilenceDurationSecs <= 0) {
+        return bad(`Invalid max_silence_duration_secs '${ms}': expected a number of seconds > 0.`);
+      }
+    }
+  } else {
+    const patch: Partial<Record<TurnSetting, unknown>> = {};
+    for (const k of TURN_SETTINGS) {
+      const v = last(`turn_${k}`);
+      if (v !== undefined) patch[k] = v;
+    }
+    const check = checkTurnConfig(patch, defaultTurnConfig(), (k) => `turn_${k}`);
+    if (!check.ok) return bad(check.message);
+    turn = check.config;
+  }
+  const known = kind === 'stt' ? STT_MANUAL_KEYS : STT_TURNS_KEYS;
+  return {
+    ok: true,
+    params: {
+      model,
+      encoding: encoding as SttEncoding,
+      sampleRate,
+      language,
+      minVolume,
+      maxSilenceDurationSecs,
+      keyterms,
+      turn,
+      unknown: Object.keys(query).filter((k) => !known.has(k)),
+      raw: query,
+    },
+  };
+}
+
+// ---- wire types (server → client), after stt.yml 2025-04-16 and the 2026 SDK's STT types
+
+export interface CartesiaSttWord {
+  word: string;
+  /** seconds from the start of the socket's audio */
+  start: number;
+  end: number;
+}
+
+export interface CartesiaSttTranscript {
+  type: 'transcript';
+  request_id: string;
+  /** delta since the last is_final transcript (Whisper-style leading space after the first final) */
+  text: string;
+  is_final: boolean;
+  /** 2026: audio seconds that produced this chunk; 2025: audio seconds transcribed so far */
+  duration: number;
+  language: string;
+  words: CartesiaSttWord[];
+}
+
+export interface CartesiaSttFlushDone {
+  type: 'flush_done';
+  request_id: string;
+}
+
+export interface CartesiaSttDone {
+  type: 'done';
+  request_id: string;
+}
+
+/** STT error frame before 2026-08-14 (stt.yml ErrorMessage `message` + the docs example's `error`) */
+export interface CartesiaSttError2025 {
+  type: 'error';
+  request_id: string;
+  message: string;
+  error: string;
+}
+
+/** STT error frame from 2026-08-14 (SDK STTErrorResponse) */
+export interface CartesiaSttError2026 {
+  type: 'error';
+  request_id: string;
+  status_code: number;
+  title: string;
+  message: string;
+  error_code: string;
+  doc_url?: string;
+}
+
+export interface CartesiaTurnsConnected {
+  type: 'connected';
+  request_id: string;
+}
+export interface CartesiaTurnStart {
+  type: 'turn.start';
+  request_id: string;
+}
+export interface CartesiaTurnUpdate {
+  type: 'turn.update';
+  request_id: string;
+  /** cumulative within the turn */
+  transcript: string;
+}
+export interface CartesiaTurnEagerEnd {
+  type: 'turn.eager_end';
+  request_id: string;
+  transcript: string;
+}
+export interface CartesiaTurnResume {
+  type: 'turn.resume';
+  request_id: string;
+}
+export interface CartesiaTurnEnd {
+  type: 'turn.end';
+  request_id: string;
+  transcript: string;
+}
+
+export type CartesiaSttErrorMessage = CartesiaSttError2025 | CartesiaSttError2026;
+export type CartesiaSttManualMessage = CartesiaSttTranscript | CartesiaSttFlushDone | CartesiaSttDone | CartesiaSttErrorMessage;
+export type CartesiaTurnsMessage =
+  | CartesiaTurnsConnected
+  | CartesiaTurnStart
+  | CartesiaTurnUpdate
+  | CartesiaTurnEagerEnd
+  | CartesiaTurnResume
+  | CartesiaTurnEnd
+  | CartesiaSttErrorMessage;
+export type CartesiaSttMessage = CartesiaSttManualMessage | CartesiaTurnsMessage;
+
+// ---- options, faults, records
+
+export interface CartesiaSttOptions {
+  /** no client message (audio or text) for this long → close (docs: 20 s; default 20000) */
+  idleTimeoutMs?: number;
+  /** close code of the idle close (UNCERTAIN; default 1000) */
+  idleCloseCode?: number;
+  /** open STT sockets per credential before 429 at the upgrade (docs: plan STT concurrency; default null = no limit) */
+  maxConcurrent?: number | null;
+  /** extra wall-clock delay before every message (default 0; realistic finalize answer 100–300) */
+  latencyMs?: number;
+  /** at most one interim per this many audio ms, only when new words were recognised (default 500) */
+  interimIntervalMs?: number;
+  /** ink-whisper auto-final after this much silence when max_silence_duration_secs is not given (UNCERTAIN; default 0.5) */
+  defaultMaxSilenceSecs?: number;
+  /** answer `finalize` with flush_done BEFORE the final transcript (2025 docs example order; default false) */
+  flushDoneFirst?: boolean;
+  /** 'upgrade' (default): bad query → HTTP 400 at the upgrade; 'in-band': accept, send an error frame, close 1008 */
+  paramErrors?: 'upgrade' | 'in-band';
+  /** turns: voiced audio needed for turn.start = start_threshold × this (default 200 → 160 ms) */
+  turnStartScaleMs?: number;
+  /** turns: silence for eager_end = (1 − eager_end_threshold) × this, for end = (1 − end_threshold) × this (default 1000) */
+  turnSilenceScaleMs?: number;
+  /** turns: send turn.eager_end / turn.resume (preview events; default true) */
+  eagerEnd?: boolean;
+}
+
+export type ResolvedCartesiaSttOptions = Required<CartesiaSttOptions>;
+
+export const STT_IDLE_CLOSE_REASON = 'Idle timeout: no audio received.';
+export const STT_PARAM_ERROR_CLOSE_CODE = 1008;
+export const STT_INJECTED_ERROR_MESSAGE = 'Injected fault: transcription failed.';
+
+/** STT-specific fault switches (server-wide on `emu.sttFaults`, per connection on `conn.sttFaults`). */
+export interface CartesiaSttFaults {
+  /** once this much audio arrived: an error frame (status default 500), then close (code default 1011; null = stay open, silent) */
+  errorAfterAudioSec: { seconds: number; statusCode?: number; message?: string; closeCode?: number | null } | null;
+  /** answer `finalize` without flush_done (the final transcript is still sent) */
+  omitFlushDone: boolean;
+  /** answer `done`/`close` (/stt/websocket) with the last transcript only: no done, no close */
+  omitDone: boolean;
+}
+
+export function defaultSttFaults(): CartesiaSttFaults {
+  return { errorAfterAudioSec: null, omitFlushDone: false, omitDone: false };
+}
+
+export interface CartesiaTurn {
+  index: number;
+  /** audio seconds */
+  startedAt: number;
+  endedAt: number | null;
+  transcript: string;
+  words: CartesiaSttWord[];
+  eagerEnds: number;
+  resumes: number;
+  /** what ended it: end threshold, end_timeout_ms, the close command */
+  endReason: 'threshold' | 'timeout' | 'close' | null;
+}
+
+export interface CartesiaSttConnection {
+  kind: SttKind;
+  /** wire record (frames, headers, close code) */
+  record: ConnectionRecord;
+  /** base session: per-connection base fault overrides live in `session.faults` */
+  session: WsSession;
+  requestId: string;
+  apiKey: string;
+  auth: CartesiaAuth;
+  version: string;
+  versionVia: 'header' | 'query' | 'default';
+  apiGeneration: ApiGeneration;
+  /** null when the upgrade was accepted only to report `paramError` in-band */
+  params: CartesiaSttParams | null;
+  paramError: { message: string; errorCode: string; title: string } | null;
+  counts: { audioFrames: number; emptyFrames: number; finalize: number; done: number; close: number; config: number; invalid: number };
+  audioSeconds: number;
+  audioBytes: number;
+  /** turns endpoint: the live turn settings (query, then config commands) */
+  turnConfig: TurnConfig | null;
+  /** turns endpoint: every config command with its outcome */
+  configs: Array<{ at: number; turn: unknown; ok: boolean; message?: string }>;
+  /** turns endpoint: turns in order */
+  turns: CartesiaTurn[];
+  /** every message produced, in order (also those withheld by deadAir) */
+  sent: CartesiaSttMessage[];
+  /** STT fault overrides for this connection */
+  sttFaults: Partial<CartesiaSttFaults>;
+}
+
+// ---- audio decoding
+
+function halfToFloat(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >> 10) & 0x1f;
+  const frac = h & 0x3ff;
+  if (exp === 0) return sign * 2 ** -14 * (frac / 1024);
+  if (exp === 0x1f) return frac ? Number.NaN : sign * Number.POSITIVE_INFINITY;
+  return sign * 2 ** (exp - 15) * (1 + frac / 1024);
+}
+
+function floatToS16(x: number): number {
+  if (!Number.isFinite(x)) return 0;
+  return Math.max(-32768, Math.min(32767, Math.round(x * 32767)));
+}
+
+export function sttBytesPerSample(encoding: SttEncoding): number {
+  switch (encoding) {
+    case 'pcm_s16le':
+    case 'pcm_f16le':
+      return 2;
+    case 'pcm_s32le':
+    case 'pcm_f32le':
+      return 4;
+    case 'pcm_mulaw':
+    case 'pcm_alaw':
+      return 1;
+  }
+}
+
+/** Mono PCM in any STT encoding → s16 samples; partial samples carry over to the next chunk. */
+class SttDecoder {
+  readonly encoding: SttEncoding;
+  readonly sampleRate: number;
+  readonly bps: number;
+  private carry: Buffer = Buffer.alloc(0);
+
+  constructor(encoding: SttEncoding, sampleRate: number) {
+    this.encoding = encoding;
+    this.sampleRate = sampleRate;
+    this.bps = sttBytesPerSample(encoding);
+  }
+
+  decode(chunk: Buffer): { seconds: number; samples: Int16Array } {
+    const seconds = chunk.length / (this.sampleRate * this.bps);
+    const buf = this.carry.length > 0 ? Buffer.concat([this.carry, chunk]) : chunk;
+    const n = Math.floor(buf.length / this.bps);
+    const samples = new Int16Array(n);
+    for (let i = 0; i < n; i++) {
+      const off = i * this.bps;
+      switch (this.encoding) {
+        case 'pcm_s16le':
+          samples[i] = buf.readInt16LE(off);
+          break;
+        case 'pcm_s32le':
+          samples[i] = buf.readInt32LE(off) >> 16;
+          break;
+        case 'pcm_f16le':
+          samples[i] = floatToS16(halfToFloat(buf.readUInt16LE(off)));
+          break;
+        case 'pcm_f32le':
+          samples[i] = floatToS16(buf.readFloatLE(off));
+          break;
+        case 'pcm_mulaw':
+          samples[i] = mulawToLinear(buf[off]!);
+          break;
+        case 'pcm_alaw':
+          samples[i] = alawToLinear(buf[off]!);
+          break;
+      }
+    }
+    this.carry = Buffer.from(buf.subarray(n * this.bps));
+    return { seconds, samples };
+  }
+}
+
+// ---- sessions
+
+const EPS = 1e-6;
+
+function r6(x: number): number {
+  return Math.round(x * 1e6) / 1e6;
+}
+
+interface SttHost {
+  options: ResolvedCartesiaOptions;
+  sttFaults(): CartesiaSttFaults;
+  changed(): void;
+}
+
+/** Shared by both STT endpoints: idle timer, audio decoding, fault checks, output. */
+abstract class SttSessionBase implements WsHandler {
+  readonly conn: CartesiaSttConnection;
+  protected readonly host: SttHost;
+  protected readonly session: WsSession;
+  protected readonly params: CartesiaSttParams | null;
+  protected readonly decoder: SttDecoder | null;
+  protected readonly detector: SpeechDetector | null;
+  /** no more input is processed (done/close command, fatal error, fault) */
+  protected ended = false;
+  private closed = false;
+  private idleTimer: NodeJS.Timeout | null = null;
+  private errorFired = false;
+
+  constructor(conn: CartesiaSttConnection, host: SttHost) {
+    this.conn = conn;
+    this.host = host;
+    this.session = conn.session;
+    this.params = conn.params;
+    const p = conn.params;
+    this.decoder = p ? new SttDecoder(p.encoding, p.sampleRate) : null;
+    // min_volume (ink-whisper): windows quieter than min_volume × full scale (RMS) count as silence
+    const voicedRms = p && p.minVolume !== null && !p.model.startsWith('ink-2') ? Math.max(500, p.minVolume * 32768) : 500;
+    this.detector = p ? new SpeechDetector({ sampleRate: p.sampleRate, voicedRms }) : null;
+    if (conn.paramError !== null) {
+      this.ended = true;
+      const e = conn.paramError;
+      this.send(this.errorMessage(400, e.message, e.errorCode, e.title));
+      this.session.close(STT_PARAM_ERROR_CLOSE_CODE, 'Invalid request parameters.', { delayMs: this.opts.latencyMs });
+      return;
+    }
+    this.touch();
+  }
+
+  get timerCount(): number {
+    return this.idleTimer ? 1 : 0;
+  }
+
+  protected get opts(): ResolvedCartesiaSttOptions {
+    return this.host.options.stt;
+  }
+
+  onMessage(data: Buffer, isBinary: boolean): void {
+    if (this.closed) return;
+    if (isBinary) {
+      this.conn.counts.audioFrames++;
+      if (this.ended) return;
+      this.touch();
+      if (data.length === 0) {
+        this.conn.counts.emptyFrames++;
+        return;
+      }
+      this.audio(data);
+    } else {
+      if (!this.ended) this.touch();
+      this.command(data.toString('utf8'));
+    }
+    this.host.changed();
+  }
+
+  onClose(): void {
+    this.stop();
+  }
+
+  stop(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.ended = true;
+    this.clearIdle();
+    this.host.changed();
+  }
+
+  protected abstract handle(events: DetectorEvent[]): void;
+  protected abstract command(text: string): void;
+
+  private audio(data: Buffer): void {
+    if (!this.decoder || !this.detector) return;
+    const { seconds, samples } = this.decoder.decode(data);
+    this.conn.audioBytes += data.length;
+    this.conn.audioSeconds += seconds;
+    if (!this.session.reportAudio(seconds)) {
+      this.end();
+      return;
+    }
+    const fault = this.host.sttFaults().errorAfterAudioSec;
+    if (fault && !this.errorFired && this.conn.audioSeconds + 1e-9 >= fault.seconds) {
+      this.errorFired = true;
+      this.fail(fault.statusCode ?? 500, fault.message ?? STT_INJECTED_ERROR_MESSAGE, fault.closeCode === undefined ? 1011 : fault.closeCode);
+      return;
+    }
+    this.handle(this.detector.pushSamples(samples));
+  }
+
+  /** error frame, then close with `closeCode` (null: stay open but process nothing more) */
+  protected fail(status: number, message: string, closeCode: number | null): void {
+    this.end();
+    this.send(this.errorMessage(status, message, errorCodeFor(status)));
+    if (closeCode !== null) this.session.close(closeCode, message.slice(0, 120), { delayMs: this.opts.latencyMs });
+  }
+
+  protected end(): void {
+    this.ended = true;
+    this.clearIdle();
+  }
+
+  protected send(msg: CartesiaSttMessage): void {
+    this.conn.sent.push(msg);
+    this.session.send(JSON.stringify(msg), { delayMs: this.opts.latencyMs });
+    this.host.changed();
+  }
+
+  protected closeNormally(): void {
+    this.session.close(1000, '', { delayMs: this.opts.latencyMs });
+  }
+
+  protected errorMessage(status: number, message: string, errorCode: string, title = TITLES[status] ?? 'Error'): CartesiaSttErrorMessage {
+    if (this.conn.apiGeneration === '2026') {
+      return { type: 'error', request_id: this.conn.requestId, status_code: status, title, message, error_code: errorCode, doc_url: STT_DOC_URL };
+    }
+    return { type: 'error', request_id: this.conn.requestId, message, error: message };
+  }
+
+  /** an unknown or malformed text frame: 400 error frame, the socket stays open */
+  protected invalid(message: string): void {
+    this.conn.counts.invalid++;
+    if (!this.ended) this.send(this.errorMessage(400, message, 'invalid_request'));
+  }
+
+  private touch(): void {
+    this.clearIdle();
+    if (this.ended || this.closed) return;
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = null;
+      this.end();
+      this.session.close(this.opts.idleCloseCode, STT_IDLE_CLOSE_REASON);
+      this.host.changed();
+    }, this.opts.idleTimeoutMs);
+  }
+
+  private clearIdle(): void {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
+  }
+}
+
+function shortText(text: string): string {
+  return text.length > 40 ? `${text.slice(0, 40)}…` : text;
+}
+
+/** /stt/websocket: interims while speaking, finals at auto-finalize (ink-whisper), finalize, done/close. */
+class SttManualSession extends SttSessionBase {
+  private segWords: CartesiaSttWord[] = [];
+  private segStart = 0;
+  private now = 0;
+  private inSpeech = false;
+  private silenceStart: number | null = null;
+  private interimWords = 0;
+  private lastInterimAt = Number.NEGATIVE_INFINITY;
+  private nonEmptyFinals = 0;
+
+  private get autoFinalize(): boolean {
+    return this.params !== null && this.params.model.startsWith('ink-whisper');
+  }
+
+  private get maxSilence(): number {
+    return this.params?.maxSilenceDurationSecs ?? this.opts.defaultMaxSilenceSecs;
+  }
+
+  protected handle(events: DetectorEvent[]): void {
+    for (const ev of events) {
+      if (this.ended) return;
+      switch (ev.type) {
+        case 'speech-start':
+          this.inSpeech = true;
+          this.silenceStart = null;
+          break;
+        case 'word':
+          this.segWords.push({ word: ev.word, start: ev.start, end: ev.end });
+          break;
+        case 'speech-end':
+          this.inSpeech = false;
+          this.silenceStart = ev.time;
+          break;
+        case 'window':
+          this.onWindow(ev.end);
+          break;
+      }
+    }
+  }
+
+  private onWindow(now: number): void {
+    this.now = now;
+    if (this.autoFinalize && this.segWords.length > 0 && !this.inSpeech && this.silenceStart !== null && now - this.silenceStart >= this.maxSilence - EPS) {
+      this.emitFinal();
+      return;
+    }
+    const interval = this.opts.interimIntervalMs / 1000;
+    if (this.segWords.length > this.interimWords && now - this.lastInterimAt >= interval - EPS) {
+      this.interimWords = this.segWords.length;
+      this.lastInterimAt = now;
+      this.send(this.transcript(false));
+    }
+  }
+
+  private transcript(isFinal: boolean): CartesiaSttTranscript {
+    const words = this.segWords.map((w) => ({ ...w }));
+    const body = words.map((w) => w.word).join(' ');
+    const text = body !== '' && this.nonEmptyFinals > 0 ? ` ${body}` : body;
+    return {
+      type: 'transcript',
+      request_id: this.conn.requestId,
+      text,
+      is_final: isFinal,
+      duration: r6(this.conn.apiGeneration === '2026' ? this.now - this.segStart : this.now),
+      language: this.params?.language ?? 'en',
+      words,
+    };
+  }
+
+  private emitFinal(): void {
+    const msg = this.transcript(true);
+    if (msg.text !== '') this.nonEmptyFinals++;
+    this.send(msg);
+    this.segWords = [];
+    this.segStart = this.now;
+    this.interimWords = 0;
+    this.lastInterimAt = Number.NEGATIVE_INFINITY;
+  }
+
+  protected command(text: string): void {
+    switch (text) {
+      case 'finalize':
+        this.conn.counts.finalize++;
+        if (!this.ended) this.finalize();
+        return;
+      case 'done':
+      case 'close':
+        this.conn.counts[text]++;
+        if (!this.ended) this.finish();
+        return;
+      default:
+        this.invalid(`Unknown command '${shortText(text)}': send audio as binary frames and the text commands 'finalize' or '${this.conn.apiGeneration === '2026' ? 'close' : 'done'}'.`);
+    }
+  }
+
+  private finalize(): void {
+    if (this.detector) this.handle(this.detector.flush());
+    if (this.ended) return;
+    if (this.detector) this.now = Math.max(this.now, this.detector.processedSeconds);
+    const ack: CartesiaSttFlushDone = { type: 'flush_done', request_id: this.conn.requestId };
+    const withAck = !this.host.sttFaults().omitFlushDone;
+    if (withAck && this.opts.flushDoneFirst) this.send(ack);
+    if (this.segWords.length > 0) this.emitFinal();
+    if (withAck && !this.opts.flushDoneFirst) this.send(ack);
+  }
+
+  private finish(): void {
+    if (this.detector) this.handle(this.detector.end());
+    if (this.ended) return;
+    if (this.detector) this.now = Math.max(this.now, this.detector.processedSeconds);
+    if (this.segWords.length > 0) this.emitFinal();
+    this.end();
+    if (this.host.sttFaults().omitDone) return;
+    this.send({ type: 'done', request_id: this.conn.requestId });
+    this.closeNormally();
+  }
+}
+
+/** /stt/turns/websocket: connected, then turn.start / turn.update / turn.eager_end / turn.resume / turn.end. */
+class SttTurnsSession extends SttSessionBase {
+  private turn: CartesiaTurn | null = null;
+  private inSpeech = false;
+  private onsetAt: number | null = null;
+  private silenceStart: number | null = null;
+  private eagerSent = false;
+
+  constructor(conn: CartesiaSttConnection, host: SttHost) {
+    super(conn, host);
+    if (!this.ended) this.send({ type: 'connected', request_id: conn.requestId });
+  }
+
+  private get config(): TurnConfig {
+    return this.conn.turnConfig ?? defaultTurnConfig();
+  }
+
+  protected handle(events: DetectorEvent[]): void {
+    for (const ev of events) {
+      if (this.ended) return;
+      switch (ev.type) {
+        case 'speech-start':
+          this.inSpeech = true;
+          this.onsetAt = ev.time;
+          this.silenceStart = null;
+          if (this.turn && this.eagerSent) {
+            this.eagerSent = false;
+            this.turn.resumes++;
+            this.send({ type: 'turn.resume', request_id: this.conn.requestId });
+          }
+          break;
+        case 'word':
+          if (!this.turn) this.startTurn(ev.start);
+          this.turn!.words.push({ word: ev.word, start: ev.start, end: ev.end });
+          this.turn!.transcript = this.turn!.words.map((w) => w.word).join(' ');
+          this.send({ type: 'turn.update', request_id: this.conn.requestId, transcript: this.turn!.transcript });
+          break;
+        case 'speech-end':
+          this.inSpeech = false;
+          this.onsetAt = null;
+          this.silenceStart = ev.time;
+          break;
+        case 'window':
+          this.onWindow(ev.end);
+          break;
+      }
+    }
+  }
+
+  private onWindow(now: number): void {
+    const cfg = this.config;
+    if (!this.turn) {
+      if (this.inSpeech && this.onsetAt !== null && now - this.onsetAt >= (cfg.start_threshold * this.opts.turnStartScaleMs) / 1000 - EPS) {
+        this.startTurn(this.onsetAt);
+      }
+      return;
+    }
+    if (this.inSpeech || this.silenceStart === null) return;
+    const silence = now - this.silenceStart;
+    const scale = this.opts.turnSilenceScaleMs / 1000;
+    const byThreshold = (1 - cfg.end_threshold) * scale;
+    const byTimeout = cfg.end_timeout_ms / 1000;
+    if (silence >= Math.min(byThreshold, byTimeout) - EPS) {
+      this.endTurn(now, byTimeout < byThreshold ? 'timeout' : 'threshold');
+      return;
+    }
+    if (this.opts.eagerEnd && !this.eagerSent && this.turn.words.length > 0 && silence >= (1 - cfg.eager_end_threshold) * scale - EPS) {
+      this.eagerSent = true;
+      this.turn.eagerEnds++;
+      this.send({ type: 'turn.eager_end', request_id: this.conn.requestId, transcript: this.turn.transcript });
+    }
+  }
+
+  private startTurn(at: number): void {
+    this.turn = { index: this.conn.turns.length, startedAt: at, endedAt: null, transcript: '', words: [], eagerEnds: 0, resumes: 0, endReason: null };
+    this.conn.turns.push(this.turn);
+    this.eagerSent = false;
+    this.send({ type: 'turn.start', request_id: this.conn.requestId });
+  }
+
+  private endTurn(at: number, reason: CartesiaTurn['endReason']): void {
+    const t = this.turn;
+    if (!t) return;
+    t.endedAt = r6(at);
+    t.endReason = reason;
+    this.turn = null;
+    this.eagerSent = false;
+    this.send({ type: 'turn.end', request_id: this.conn.requestId, transcript: t.transcript });
+  }
+
+  protected command(text: string): void {
+    let msg: unknown;
+    try {
+      msg = JSON.parse(text);
+    } catch {
+      this.invalid('Invalid message: expected a JSON command ({"type":"config"} or {"type":"close"}).');
+      return;
+    }
+    const type = isObject(msg) ? msg['type'] : undefined;
+    if (type === 'close') {
+      this.conn.counts.close++;
+      if (!this.ended) this.finish();
+      return;
+    }
+    if (type === 'config' && isObject(msg)) {
+      this.conn.counts.config++;
+      this.configure(msg['turn']);
+      return;
+    }
+    this.invalid(`Unknown command type ${JSON.stringify(type ?? null)}: expected 'config' or 'close'.`);
+  }
+
+  private configure(turn: unknown): void {
+    const at = this.session.elapsed();
+    if (turn !== undefined && !isObject(turn)) {
+      const message = `'turn' must be an object.`;
+      this.conn.configs.push({ at, turn, ok: false, message });
+      this.invalid(message);
+      return;
+    }
+    const patch: Partial<Record<TurnSetting, unknown>> = {};
+    for (const [k, v] of Object.entries(turn ?? {})) {
+      if (!(TURN_SETTINGS as string[]).includes(k)) {
+        const message = `Unknown turn setting '${k}'.`;
+        this.conn.configs.push({ at, turn, ok: false, message });
+        this.invalid(message);
+        return;
+      }
+      patch[k as TurnSetting] = typeof v === 'number' ? v : Number.NaN;
+    }
+    const check = checkTurnConfig(patch, this.config, (k) => `turn.${k}`);
+    if (!check.ok) {
+      this.conn.configs.push({ at, turn, ok: false, message: check.message });
+      this.invalid(check.message);
+      return;
+    }
+    this.conn.turnConfig = check.config;
+    this.conn.configs.push({ at, turn, ok: true });
+  }
+
+  private finish(): void {
+    if (this.detector) this.handle(this.detector.end());
+    if (this.ended) return;
+    if (this.turn) this.endTurn(this.detector?.processedSeconds ?? 0, 'close');
+    this.end();
+    this.closeNormally();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The emulator
 
 interface AcceptState {
-  kind: 'tts';
+  kind: 'tts' | SttKind;
   requestId: string;
   apiKey: string;
   auth: CartesiaAuth;
   version: string;
   versionVia: 'header' | 'query' | 'default';
   generation: ApiGeneration;
+  /** STT only: validated query, or the error to report in-band (paramErrors: 'in-band') */
+  stt: { params: CartesiaSttParams | null; paramError: CartesiaSttConnection['paramError'] } | null;
+}
+
+interface StoppableSession {
+  stop(): void;
+  readonly timerCount: number;
 }
 
 export class CartesiaEmulator {
   readonly server: EmulatorServer;
   /** live options: timing knobs are read at each generation, limits at each upgrade/new context */
   readonly options: ResolvedCartesiaOptions;
+  /** TTS connections only (see `sttConnections` for STT) */
   readonly connections: CartesiaConnection[];
+  /** STT connections (/stt/websocket and /stt/turns/websocket) in order */
+  readonly sttConnections: CartesiaSttConnection[];
   /** server-wide TTS fault switches (mutable; `conn.ttsFaults` overrides per connection) */
   ttsFaults: CartesiaTtsFaults = defaultTtsFaults();
-  private readonly sessions: TtsSession[];
+  /** server-wide STT fault switches (mutable; `conn.sttFaults` overrides per connection) */
+  sttFaults: CartesiaSttFaults = defaultSttFaults();
+  private readonly sessions: StoppableSession[];
 
-  constructor(server: EmulatorServer, options: ResolvedCartesiaOptions, connections: CartesiaConnection[], sessions: TtsSession[]) {
+  constructor(server: EmulatorServer, options: ResolvedCartesiaOptions, connections: CartesiaConnection[], sttConnections: CartesiaSttConnection[], sessions: StoppableSession[]) {
     this.server = server;
     this.options = options;
     this.connections = connections;
+    this.sttConnections = sttConnections;
     this.sessions = sessions;
   }
 
@@ -1380,6 +2342,14 @@ export class CartesiaEmulator {
   /** ws(s)://host:port/tts/websocket */
   get ttsUrl(): string {
     return `${this.server.wsUrl}/tts/websocket`;
+  }
+  /** ws(s)://host:port/stt/websocket */
+  get sttUrl(): string {
+    return `${this.server.wsUrl}/stt/websocket`;
+  }
+  /** ws(s)://host:port/stt/turns/websocket */
+  get sttTurnsUrl(): string {
+    return `${this.server.wsUrl}/stt/turns/websocket`;
   }
   get port(): number {
     return this.server.port;
@@ -1395,15 +2365,16 @@ export class CartesiaEmulator {
   faultNext(f: Partial<FaultSwitches>): void {
     this.server.faultNext(f);
   }
-  /** reset base and TTS fault switches */
+  /** reset base, TTS and STT fault switches */
   resetFaults(): void {
     this.server.resetFaults();
     this.ttsFaults = defaultTtsFaults();
+    this.sttFaults = defaultSttFaults();
   }
   get rejected() {
     return this.server.rejected;
   }
-  /** wire records of every accepted connection */
+  /** wire records of every accepted connection (TTS and STT) */
   get records(): ConnectionRecord[] {
     return this.server.connections;
   }
@@ -1435,11 +2406,24 @@ export class CartesiaEmulator {
     return this.server.waitFor(() => this.ttsConnections()[n - 1], timeoutMs, `cartesia tts connection #${n}`);
   }
 
+  /** Wait for the n-th STT connection (1-based, both STT endpoints counted together). */
+  waitForSttConnection(n = 1, timeoutMs = 2000): Promise<CartesiaSttConnection> {
+    return this.server.waitFor(() => this.sttConnections[n - 1], timeoutMs, `cartesia stt connection #${n}`);
+  }
+
   waitForClose(conn?: CartesiaConnection, timeoutMs = 2000): Promise<CartesiaConnection> {
     return this.server.waitFor(() => {
       const c = conn ?? this.connections[this.connections.length - 1];
       return c && c.record.closed ? c : undefined;
     }, timeoutMs, 'cartesia connection close');
+  }
+
+  /** Wait until an STT connection (default: the latest) is closed. */
+  waitForSttClose(conn?: CartesiaSttConnection, timeoutMs = 2000): Promise<CartesiaSttConnection> {
+    return this.server.waitFor(() => {
+      const c = conn ?? this.sttConnections[this.sttConnections.length - 1];
+      return c && c.record.closed ? c : undefined;
+    }, timeoutMs, 'cartesia stt connection close');
   }
 
   /** Wait for a context (latest with this id) matching `pred` (default: it exists). */
@@ -1467,6 +2451,26 @@ export class CartesiaEmulator {
   }
 }
 
+export function resolveSttOptions(o: CartesiaSttOptions = {}): ResolvedCartesiaSttOptions {
+  const r: ResolvedCartesiaSttOptions = {
+    idleTimeoutMs: o.idleTimeoutMs ?? 20_000,
+    idleCloseCode: o.idleCloseCode ?? 1000,
+    maxConcurrent: o.maxConcurrent ?? null,
+    latencyMs: o.latencyMs ?? 0,
+    interimIntervalMs: o.interimIntervalMs ?? 500,
+    defaultMaxSilenceSecs: o.defaultMaxSilenceSecs ?? 0.5,
+    flushDoneFirst: o.flushDoneFirst ?? false,
+    paramErrors: o.paramErrors ?? 'upgrade',
+    turnStartScaleMs: o.turnStartScaleMs ?? 200,
+    turnSilenceScaleMs: o.turnSilenceScaleMs ?? 1000,
+    eagerEnd: o.eagerEnd ?? true,
+  };
+  if (!(r.defaultMaxSilenceSecs > 0) || !(r.turnSilenceScaleMs > 0) || !(r.turnStartScaleMs >= 0)) {
+    throw new Error('stt: defaultMaxSilenceSecs and turnSilenceScaleMs must be > 0, turnStartScaleMs >= 0');
+  }
+  return r;
+}
+
 export async function startCartesiaEmulator(opts: CartesiaEmulatorOptions = {}): Promise<CartesiaEmulator> {
   const options: ResolvedCartesiaOptions = {
     apiKeys: opts.apiKeys ?? [DEFAULT_API_KEY],
@@ -1482,21 +2486,25 @@ export async function startCartesiaEmulator(opts: CartesiaEmulatorOptions = {}):
     contextExpiryMs: opts.contextExpiryMs ?? 1000,
     doneAfterCancel: opts.doneAfterCancel ?? true,
     recordAudio: opts.recordAudio ?? false,
+    stt: resolveSttOptions(opts.stt),
   };
   if (!(options.speedFactor > 0)) throw new Error('speedFactor must be > 0');
   if (!(options.chunkMs > 0) || !(options.msPerChar > 0)) throw new Error('chunkMs and msPerChar must be > 0');
   const connections: CartesiaConnection[] = [];
-  const sessions: TtsSession[] = [];
+  const sttConnections: CartesiaSttConnection[] = [];
+  const sessions: StoppableSession[] = [];
   let emu: CartesiaEmulator | null = null;
-  const openFor = (key: string) => connections.filter((c) => c.apiKey === key && !c.record.closed).length;
+  // TTS sockets and STT sockets have separate limits (STT has its own concurrency limit)
+  const openTts = (key: string) => connections.filter((c) => c.apiKey === key && !c.record.closed).length;
+  const openStt = (key: string) => sttConnections.filter((c) => c.apiKey === key && !c.record.closed).length;
 
   const onUpgrade = (ctx: UpgradeContext): UpgradeDecision<AcceptState> => {
     const requestId = randomUUID();
-    const reject = (status: number, message: string): UpgradeDecision<AcceptState> => ({
-      accept: false,
-      status,
-      ...cartesiaHttpError(status, message, requestId),
-    });
+    const reject = (status: number, message: string, errorCode?: string, title?: string): UpgradeDecision<AcceptState> => {
+      const e = cartesiaHttpError(status, message, requestId, errorCode);
+      if (title !== undefined) e.body = JSON.stringify({ ...(JSON.parse(e.body) as object), title });
+      return { accept: false, status, ...e };
+    };
     const path = ctx.url.pathname.replace(/\/+$/, '');
     const kind = ROUTES[path];
     if (!kind) return reject(404, `No route for ${ctx.url.pathname}.`);
@@ -1504,14 +2512,43 @@ export async function startCartesiaEmulator(opts: CartesiaEmulatorOptions = {}):
     if (!auth.ok) return reject(401, auth.message);
     const version = checkVersion(ctx.req, ctx.query, options.requireVersion);
     if (!version.ok) return reject(400, version.message);
-    if (options.maxConnections !== null && openFor(auth.key) >= options.maxConnections) {
-      return reject(429, `WebSocket connection limit of ${options.maxConnections} reached.`);
+    const base = { kind, requestId, apiKey: auth.key, auth: auth.auth, version: version.version, versionVia: version.via, generation: version.generation };
+    if (kind === 'tts') {
+      if (options.maxConnections !== null && openTts(auth.key) >= options.maxConnections) {
+        return reject(429, `WebSocket connection limit of ${options.maxConnections} reached.`);
+      }
+      return { accept: true, state: { ...base, stt: null } };
     }
-    return {
-      accept: true,
-      state: { kind, requestId, apiKey: auth.key, auth: auth.auth, version: version.version, versionVia: version.via, generation: version.generation },
-    };
+    const check = parseSttQuery(kind, ctx.query);
+    if (!check.ok && options.stt.paramErrors === 'upgrade') return reject(400, check.message, check.errorCode, check.title);
+    const limit = options.stt.maxConcurrent;
+    if (limit !== null && openStt(auth.key) >= limit) {
+      return reject(429, `STT concurrency limit of ${limit} reached.`);
+    }
+    return { accept: true, state: { ...base, stt: check.ok ? { params: check.params, paramError: null } : { params: null, paramError: { message: check.message, errorCode: check.errorCode, title: check.title } } } };
   };
+
+  const sttConnection = (session: WsSession, state: AcceptState, kind: SttKind): CartesiaSttConnection => ({
+    kind,
+    record: session.record,
+    session,
+    requestId: state.requestId,
+    apiKey: state.apiKey,
+    auth: state.auth,
+    version: state.version,
+    versionVia: state.versionVia,
+    apiGeneration: state.generation,
+    params: state.stt?.params ?? null,
+    paramError: state.stt?.paramError ?? null,
+    counts: { audioFrames: 0, emptyFrames: 0, finalize: 0, done: 0, close: 0, config: 0, invalid: 0 },
+    audioSeconds: 0,
+    audioBytes: 0,
+    turnConfig: kind === 'stt-turns' ? (state.stt?.params?.turn ?? defaultTurnConfig()) : null,
+    configs: [],
+    turns: [],
+    sent: [],
+    sttFaults: {},
+  });
 
   const server = await startEmulatorServer<AcceptState>({
     name: 'cartesia',
@@ -1521,6 +2558,18 @@ export async function startCartesiaEmulator(opts: CartesiaEmulatorOptions = {}):
     recordAudio: options.recordAudio,
     onUpgrade,
     onConnection: (session, _ctx, state) => {
+      if (state.kind !== 'tts') {
+        const conn = sttConnection(session, state, state.kind);
+        sttConnections.push(conn);
+        const host: SttHost = {
+          options,
+          sttFaults: () => ({ ...(emu?.sttFaults ?? defaultSttFaults()), ...conn.sttFaults }),
+          changed: () => server.changed(),
+        };
+        const s = state.kind === 'stt' ? new SttManualSession(conn, host) : new SttTurnsSession(conn, host);
+        sessions.push(s);
+        return s;
+      }
       const contexts: CartesiaTtsContext[] = [];
       const conn: CartesiaTtsConnection = {
         kind: 'tts',
@@ -1555,11 +2604,11 @@ export async function startCartesiaEmulator(opts: CartesiaEmulatorOptions = {}):
       return s;
     },
     onHttpRequest: (_req, res) => {
-      const e = cartesiaHttpError(404, 'Not found: this emulator serves WebSocket endpoints only (/tts/websocket).', randomUUID());
+      const e = cartesiaHttpError(404, 'Not found: this emulator serves WebSocket endpoints only (/tts/websocket, /stt/websocket, /stt/turns/websocket).', randomUUID());
       res.writeHead(404, { 'Content-Type': 'application/json' }).end(e.body);
     },
     formatError: (status, message) => cartesiaHttpError(status, message, randomUUID()),
   });
-  emu = new CartesiaEmulator(server, options, connections, sessions);
+  emu = new CartesiaEmulator(server, options, connections, sttConnections, sessions);
   return emu;
 }

@@ -80,7 +80,7 @@ export const EMULATORS: Record<string, (o: CliOptions) => Promise<RunningEmulato
       server: emu.server,
       close: () => emu.close(),
       describe: () =>
-        `cartesia TTS WebSocket at ${emu.ttsUrl} (X-API-Key or Bearer: ${emu.options.apiKeys.join(', ')}; Cartesia-Version required; SDK baseURL ${emu.url})`,
+        `cartesia TTS ${emu.ttsUrl}, STT ${emu.sttUrl} (ink-whisper, ink-2) and ${emu.sttTurnsUrl} (ink-2 turns) (X-API-Key or Bearer: ${emu.options.apiKeys.join(', ')}; Cartesia-Version required; SDK baseURL ${emu.url})`,
     };
   },
   elevenlabs: async (o) => {

@@ -59,6 +59,9 @@ describe.each(STT_PROFILES)('@livekit/agents inference.STT through the gateway (
     const errors: unknown[] = [];
     model.on('error' as never, ((e: unknown) => errors.push(e)) as never);
     const stream = model.stream();
+    // Pushed faster than real time: give the upstream time to open before the 6 s burst, so the
+    // bounded connect buffer (5 s) keeps it all.
+    await new Promise((r) => setTimeout(r, 500));
     pushAudio(stream, pcm);
     stream.endInput();
     const events: stt.SpeechEvent[] = [];

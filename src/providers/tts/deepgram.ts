@@ -180,6 +180,8 @@ export const deepgramTts: TtsWsAdapter = {
     sampleRates: [8000, 16000, 24000, 32000, 48000],
   },
   reuse: 'many',
+  // "20 Flush per 60 s, then a Warning" (providers.md 2.4): one Flush per generation.
+  maxGenerationsPerMinute: 20,
   validate,
   // Everything (model id, rate, options) is in the URL.
   connectionKey: query,
