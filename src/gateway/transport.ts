@@ -20,8 +20,11 @@ export interface WsConnection {
 export interface WsTransport {
   /** Complete the upgrade of an already-validated request. */
   accept(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<WsConnection>;
-  /** Terminate every socket still open and stop accepting. */
-  close(): void;
+  /**
+   * Stop accepting; sockets already closing get `graceMs` to flush their last messages and close
+   * frame, then every socket still there is cut.
+   */
+  close(graceMs?: number): Promise<void>;
 }
 
 export function createWsTransport(opts: { maxPayload: number }): WsTransport {
@@ -38,9 +41,15 @@ export function createWsTransport(opts: { maxPayload: number }): WsTransport {
         wss.handleUpgrade(req, socket, head, (ws) => resolve(wrap(ws)));
       });
     },
-    close() {
-      for (const ws of wss.clients) ws.terminate();
+    async close(graceMs = 1000) {
       wss.close();
+      const deadline = Date.now() + graceMs;
+      while (wss.clients.size > 0 && Date.now() < deadline) {
+        // Open sockets past the shutdown deadline are told so; closing ones finish their flush.
+        for (const ws of wss.clients) if (ws.readyState === WebSocket.OPEN) ws.close(1001, 'server shutting down');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      for (const ws of wss.clients) ws.terminate();
     },
   };
 }
