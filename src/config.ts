@@ -8,8 +8,10 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { resolveKeys, type KeyStore } from './auth/index.ts';
-import { PROVIDERS, STT_PROTOCOLS, isProviderId } from './providers/registry.ts';
+import { PROVIDERS, STT_PROTOCOLS, isProviderId, sttModelsOf, findLlmAdapter, findTtsAdapter } from './providers/registry.ts';
 import type { ProviderEndpoint, ProviderId, SttAdapter } from './providers/types.ts';
+import { budgetsSchema } from './metering/budgets.ts';
+import { PriceTable, pricingSchema, routedModels, unpricedRoutes } from './metering/pricing.ts';
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -137,9 +139,156 @@ export const fileSchema = z.strictObject({
         .default({}),
     })
     .prefault({}),
+  /** Per-API-key and per-process limits (docs/limits.md). */
+  limits: z
+    .strictObject({
+      /** Open STT + TTS WebSocket sessions in this process; past it upgrades get 503. null = no limit. */
+      maxSessionsPerProcess: z.number().int().min(1).max(1_000_000).nullable().default(1000),
+      /**
+       * Limits by LiveKit API key; `"*"` applies to every key without its own entry (each key has
+       * its own counters). A key's entry overrides `"*"` field by field; `null` lifts a limit.
+       */
+      perKey: z
+        .record(
+          z.string().min(1).max(256),
+          z.strictObject({
+            maxSttSessions: z.number().int().min(0).max(1_000_000).nullable().optional(),
+            maxTtsSessions: z.number().int().min(0).max(1_000_000).nullable().optional(),
+            llmRequestsPerMinute: z.number().int().min(0).max(100_000_000).nullable().optional(),
+            llmTokensPerMinute: z.number().int().min(0).max(1_000_000_000_000).nullable().optional(),
+          }),
+        )
+        .default({}),
+    })
+    .prefault({}),
+  /**
+   * Ordered candidates per model string or alias, per modality (docs/failover.md). The key is what a
+   * client sends as `model` (e.g. `deepgram/nova-3`) or an alias (`fast-en`); candidates are concrete
+   * `provider/model` strings, tried in order (client `fallback.models` come after them).
+   */
+  routes: z
+    .strictObject({
+      stt: z
+        .record(
+          z.string().min(1).max(200),
+          z.strictObject({
+            candidates: z
+              .array(z.union([modelString, z.strictObject({ model: modelString, extra: z.record(z.string(), z.unknown()).optional() })]))
+              .min(1)
+              .max(8),
+            /** Upstream connect timeout per attempt (the client's connection.timeout can shorten it). */
+            connectTimeoutS: seconds(120).optional(),
+            /** Speech sent to a candidate and no transcript from it for this long -> next candidate (0 = off). */
+            firstResultS: z.number().min(0).max(600).optional(),
+            /** Speech going in and no provider message at all for this long -> next candidate (0 = off). */
+            deadAirS: z.number().min(0).max(60).optional(),
+          }),
+        )
+        .default({}),
+      /** TTS: candidates with their own voice and extra (docs/failover.md "TTS"). */
+      tts: z
+        .record(
+          z.string().min(1).max(200),
+          z.strictObject({
+            candidates: z
+              .array(
+                z.union([
+                  modelString,
+                  z.strictObject({ model: modelString, voice: z.string().min(1).max(200).optional(), extra: z.record(z.string(), z.unknown()).optional() }),
+                ]),
+              )
+              .min(1)
+              .max(8),
+            /** Upstream connect timeout per attempt (the client's connection.timeout can shorten it). */
+            connectTimeoutS: seconds(120).optional(),
+            /** After session.flush, no audio from a candidate for this long -> next candidate (0 = off). */
+            firstAudioS: z.number().min(0).max(600).optional(),
+            /** After audio and session.flush, no provider message for this long -> next candidate (0 = off). */
+            deadAirS: z.number().min(0).max(600).optional(),
+          }),
+        )
+        .default({}),
+      /** LLM: candidate `provider/model` strings, tried in order before any visible output. */
+      llm: z
+        .record(
+          z.string().min(1).max(200),
+          z.strictObject({
+            candidates: z.array(modelString).min(1).max(8),
+            /** Streaming: no response body byte for this long after the request -> next candidate (0 = off). */
+            firstTokenS: z.number().min(0).max(600).optional(),
+          }),
+        )
+        .default({}),
+    })
+    .prefault({}),
+  /** Failover and provider health (docs/failover.md). */
+  failover: z
+    .strictObject({
+      /** Circuit breaker per provider: `failures` consecutive failures open it for `cooldownS`. */
+      breaker: z
+        .strictObject({
+          failures: z.number().int().min(1).max(1000).default(3),
+          cooldownS: seconds(3600).default(30),
+        })
+        .prefault({}),
+      stt: z
+        .strictObject({
+          /** Audio since the last final kept for replay on the next candidate (seconds). */
+          replayS: seconds(60).default(10),
+          /** Default dead-air detection (seconds; 0 = off); a route can override it. */
+          deadAirS: z.number().min(0).max(60).default(2),
+          /** Default first-result timeout (seconds; 0 = off); a route can override it. */
+          firstResultS: z.number().min(0).max(600).default(10),
+        })
+        .prefault({}),
+      tts: z
+        .strictObject({
+          /** Default: after session.flush, no audio from a candidate for this long -> next candidate (0 = off). */
+          firstAudioS: z.number().min(0).max(600).default(5),
+          /** Default: after audio and session.flush, no provider message for this long -> next candidate (0 = off). */
+          deadAirS: z.number().min(0).max(600).default(3),
+        })
+        .prefault({}),
+      llm: z
+        .strictObject({
+          /** Default: streaming, no response body byte for this long after the request -> next candidate (0 = off). */
+          firstTokenS: z.number().min(0).max(600).default(30),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
   providers: z.record(z.string(), providerSchema).default({}),
+  /** Prices overriding the defaults, rounding (docs/pricing.md). */
+  pricing: pricingSchema,
+  /** Daily / monthly USD budgets per API key (docs/pricing.md). */
+  budgets: budgetsSchema,
+  /** Durable usage ledger (docs/metering.md "Usage ledger"). */
+  ledger: z
+    .strictObject({
+      /** `sqlite` (default), `postgres` (default when a database URL is set) or `none` (log lines only). */
+      backend: z.enum(['sqlite', 'postgres', 'none']).optional(),
+      /** SQLite file; env USAGE_DB overrides. Default ./data/usage.db. */
+      sqlitePath: z.string().min(1).max(4096).optional(),
+      /** PostgreSQL connection URL (a secret: `env:NAME`); env USAGE_DATABASE_URL when absent. */
+      databaseUrl: secretRef.optional(),
+      /** Live sessions write their quantities so far this often (a crash loses at most this window). */
+      checkpointS: seconds(3600).default(5),
+      /** Most records waiting for the database; beyond it the oldest checkpoints, then records, are dropped (counted). */
+      maxQueue: z.number().int().min(100).max(1_000_000).default(10_000),
+    })
+    .prefault({}),
+  /** Operator API (GET /v1/usage). */
+  admin: z
+    .strictObject({
+      /** Bearer token for the admin API (a secret: `env:NAME`); env ADMIN_TOKEN when absent. Unset: admin API disabled. */
+      token: secretRef.optional(),
+    })
+    .prefault({}),
 });
 export type FileConfig = z.infer<typeof fileSchema>;
+
+/** Where usage records go (resolved from `ledger` and USAGE_DB / USAGE_DATABASE_URL). */
+export type LedgerTarget = { kind: 'sqlite'; path: string } | { kind: 'postgres'; url: string } | { kind: 'none' };
 
 export interface GatewayConfig {
   port: number;
@@ -156,6 +305,11 @@ export interface GatewayConfig {
   llmUpstreams: Map<string, { endpoint: ProviderEndpoint; models: string[] }>;
   /** Custom STT upstreams from the file, by id. */
   sttUpstreams: Map<string, { adapter: SttAdapter; endpoint: ProviderEndpoint; model: string }>;
+  /** Default prices overlaid with `pricing`; every routed model has one (checked at startup). */
+  prices: PriceTable;
+  ledger: LedgerTarget;
+  /** Bearer token of the admin API; undefined disables it. */
+  adminToken: string | undefined;
 }
 
 type Env = Record<string, string | undefined>;
@@ -236,6 +390,10 @@ export function resolveConfig(file: FileConfig, env: Env = process.env): Gateway
   } catch (err) {
     throw new ConfigError(`auth: ${(err as Error).message}`);
   }
+  // A limit for a key that does not exist is a typo that would silently never apply.
+  for (const k of Object.keys(file.limits.perKey)) {
+    if (k !== '*' && keys.lookup(k) === undefined) throw new ConfigError(`config: limits.perKey.${k.slice(0, 64)}: no such API key (configured keys only, or "*")`);
+  }
 
   const portRaw = env.PORT ?? '8080';
   const port = Number(portRaw);
@@ -293,5 +451,71 @@ export function resolveConfig(file: FileConfig, env: Env = process.env): Gateway
     });
   }
 
-  return { port, host, devMode: keys.devMode, logLevel: env.LOG_LEVEL || 'info', keys, file, endpoints, missingCredentials, llmUpstreams, sttUpstreams };
+  // Route candidates must name a known STT provider (typos would otherwise only show at failover).
+  for (const [key, route] of Object.entries(file.routes.stt)) {
+    for (const [i, c] of route.candidates.entries()) {
+      const model = typeof c === 'string' ? c : c.model;
+      const provider = model.split('/')[0] ?? '';
+      if (!(isProviderId(provider) && sttModelsOf(provider).length > 0) && !(provider in file.stt.upstreams)) {
+        throw new ConfigError(`config: routes.stt.${key.slice(0, 64)}.candidates.${i}: "${model.slice(0, 64)}" is not a known STT provider/model`);
+      }
+    }
+  }
+  // TTS and LLM route candidates must name a known provider (and, for TTS, a known model).
+  for (const [key, route] of Object.entries(file.routes.tts)) {
+    for (const [i, c] of route.candidates.entries()) {
+      const raw = typeof c === 'string' ? c : c.model;
+      const model = raw.lastIndexOf(':') < 0 ? raw : raw.slice(0, raw.lastIndexOf(':')); // without a `:voice`
+      const slash = model.indexOf('/');
+      const provider = slash < 0 ? model : model.slice(0, slash);
+      const name = slash < 0 ? undefined : model.slice(slash + 1);
+      const adapter = findTtsAdapter(provider);
+      if (!adapter || (name !== undefined && !adapter.models.includes(name))) {
+        throw new ConfigError(`config: routes.tts.${key.slice(0, 64)}.candidates.${i}: "${model.slice(0, 64)}" is not a known TTS provider/model`);
+      }
+    }
+  }
+  for (const [key, route] of Object.entries(file.routes.llm)) {
+    for (const [i, model] of route.candidates.entries()) {
+      const provider = model.split('/')[0] ?? '';
+      if (!findLlmAdapter(provider) && !(provider in file.llm.upstreams)) {
+        throw new ConfigError(`config: routes.llm.${key.slice(0, 64)}.candidates.${i}: "${model.slice(0, 64)}" is not a known LLM provider`);
+      }
+    }
+  }
+  // No silent $0: every model this gateway can route to needs a price or `free: true`.
+  const prices = new PriceTable(file.pricing);
+  const unpriced = unpricedRoutes(
+    prices,
+    routedModels({
+      providersWithCredentials: endpoints.keys(),
+      sttCandidates: [
+        ['stt.auto.default', file.stt.auto.default],
+        ...Object.entries(file.stt.auto.languages).map(([l, v]): [string, string[]] => [`stt.auto.languages.${l}`, v]),
+        ...Object.entries(file.routes.stt).map(([k, r]): [string, string[]] => [`routes.stt.${k}`, r.candidates.map((c) => (typeof c === 'string' ? c : c.model))]),
+      ],
+      sttUpstreams: [...sttUpstreams].map(([id, u]): [string, { model: string }] => [id, { model: u.model }]),
+      llmUpstreams: llmUpstreams,
+    }),
+  );
+  if (unpriced.length > 0) throw new ConfigError(unpriced.join('\n'));
+  // A budget for a key that does not exist is a typo that would silently never apply.
+  for (const k of Object.keys(file.budgets.keys)) {
+    if (keys.lookup(k) === undefined) throw new ConfigError(`config: budgets.keys.${k.slice(0, 64)}: no such API key (configured keys only; budgets.default covers every key)`);
+  }
+  const ledger = resolveLedger(file, env);
+  const adminToken = file.admin.token ? resolveSecret(file.admin.token, 'admin.token', env) : env.ADMIN_TOKEN || undefined;
+  if (adminToken !== undefined && adminToken.length < 16) throw new ConfigError('admin.token / ADMIN_TOKEN: must be at least 16 characters');
+
+  return { prices, port, host, devMode: keys.devMode, logLevel: env.LOG_LEVEL || 'info', keys, file, endpoints, missingCredentials, llmUpstreams, sttUpstreams, ledger, adminToken };
+}
+
+function resolveLedger(file: FileConfig, env: Env): LedgerTarget {
+  const url = file.ledger.databaseUrl ? resolveSecret(file.ledger.databaseUrl, 'ledger.databaseUrl', env) : env.USAGE_DATABASE_URL || undefined;
+  const backend = file.ledger.backend ?? (url ? 'postgres' : 'sqlite');
+  if (backend === 'none') return { kind: 'none' };
+  if (backend === 'sqlite') return { kind: 'sqlite', path: env.USAGE_DB || file.ledger.sqlitePath || './data/usage.db' };
+  if (!url) throw new ConfigError('ledger.backend is postgres but no database URL is set (ledger.databaseUrl or USAGE_DATABASE_URL)');
+  if (!/^postgres(ql)?:\/\//.test(url)) throw new ConfigError('ledger.databaseUrl / USAGE_DATABASE_URL: must be a postgres:// or postgresql:// URL');
+  return { kind: 'postgres', url };
 }

@@ -5,6 +5,8 @@
 import { ConfigError, loadConfig, type GatewayConfig } from './config.ts';
 import { createGateway } from './gateway/server.ts';
 import { createLogger } from './log.ts';
+import { openLedger, type Ledger } from './metering/ledger.ts';
+import { GatewayMetrics } from './metering/metrics.ts';
 
 const log = createLogger();
 
@@ -30,7 +32,24 @@ for (const [provider, variable] of cfg.missingCredentials) {
   log.info({ provider, variable }, 'provider disabled: no credentials');
 }
 
-const gateway = createGateway(cfg, { log });
+const metrics = new GatewayMetrics();
+let ledger: Ledger | null;
+try {
+  ledger = await openLedger(cfg.ledger, { log, metrics, maxQueue: cfg.file.ledger.maxQueue });
+} catch (err) {
+  log.fatal({ err, ledger: cfg.ledger.kind }, 'cannot open the usage ledger');
+  process.stderr.write(`usage ledger error: ${(err as Error).message}\n`);
+  process.exit(1);
+}
+if (ledger === null) log.warn('usage ledger disabled (ledger.backend: none): usage records go to the log only');
+else {
+  log.info({ backend: ledger.store.backend, ...(cfg.ledger.kind === 'sqlite' ? { path: cfg.ledger.path } : {}) }, 'usage ledger open');
+  // A crash that still runs exit handlers: write what is queued (synchronous stores only).
+  const l = ledger;
+  process.on('exit', () => l.flushSync());
+}
+
+const gateway = createGateway(cfg, { log, metrics, ...(ledger ? { usage: ledger, ledger } : {}) });
 const addr = await gateway.listen();
 log.info({ host: addr.address, port: addr.port, dev_mode: cfg.devMode, providers: [...cfg.endpoints.keys()] }, 'gateway listening');
 
@@ -40,6 +59,8 @@ async function stop(signal: string): Promise<void> {
   stopping = true;
   log.info({ signal, deadline_s: cfg.file.server.shutdownTimeoutS }, 'shutting down');
   await gateway.shutdown();
+  // Every session has written its final record by now: drain the queue and close the database.
+  await ledger?.close();
   log.info('shutdown complete');
   process.exit(0);
 }

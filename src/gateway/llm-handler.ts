@@ -8,13 +8,18 @@
  * a `finish_reason`, a usage chunk when it asked for one (estimated with a tokenizer when the
  * vendor reports none) and `[DONE]`.
  *
- * Retries: one, on connection errors, 5xx and 429 (retryable codes), and only while nothing
- * visible (text or a complete tool call) was sent (protocol.md 4.2).
+ * Retries and fallback (docs/failover.md "LLM"), only while nothing visible (text or a complete
+ * tool call) was sent (protocol.md 4.2): a model with one candidate is retried once on connection
+ * errors, 5xx and 429 (retryable codes); a model with a configured route (`routes.llm`) moves to
+ * the next candidate on any provider failure (including an in-band error before output and, when
+ * streaming, no body byte for `firstTokenS`) except a refusal of the request itself (400, 413).
+ * Every candidate failed -> one error listing each attempt's cause.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import type { GatewayConfig } from '../config.ts';
 import type { Logger } from '../log.ts';
+import type { CostMeter } from '../metering/cost.ts';
 import type { GatewayMetrics } from '../metering/metrics.ts';
 import { estimatePromptTokens, estimateTokens } from '../metering/tokens.ts';
 import type { RequestMeta, UsageSink } from '../metering/usage.ts';
@@ -25,7 +30,9 @@ import type { HttpRequestSpec, LlmRequestContext, LlmStreamTranslator, LlmUsage,
 import { streamPost } from '../providers/upstream/http-upstream.ts';
 import { SseParser } from '../providers/upstream/sse.ts';
 import { sendError, sendJson } from './http.ts';
-import { resolveLlmRoute, type LlmRoute } from './routing.ts';
+import type { Limits } from './limits.ts';
+import { healthOf } from './health.ts';
+import { allCandidatesFailed, llmPlan, type AttemptFailure, type LlmPlan, type LlmRoute } from './routing.ts';
 import { SseWriter } from './sse.ts';
 
 export interface LlmDeps {
@@ -33,6 +40,10 @@ export interface LlmDeps {
   metrics: GatewayMetrics;
   usage: UsageSink;
   log: Logger;
+  /** Per-key request/token limits and their quota headers (docs/limits.md). */
+  limits?: Limits;
+  /** Prices the tokens of each request when it ends (docs/pricing.md). */
+  cost: CostMeter;
 }
 
 type Json = Record<string, unknown>;
@@ -158,6 +169,16 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
   async function chatCompletions(req: IncomingMessage, res: ServerResponse, apiKey: string, meta: RequestMeta): Promise<void> {
     const startedAt = new Date();
     const t0 = performance.now();
+    if (deps.limits) {
+      // Quota headers go on every answer to this request, the 429 included (protocol.md 4.2).
+      const admission = deps.limits.admitLlm(apiKey);
+      for (const [name, value] of Object.entries(admission.headers)) res.setHeader(name, value);
+      if (admission.error) {
+        log.info({ api_key: apiKey, category: admission.error.fields?.category }, 'llm request rejected: limit');
+        sendError(res, admission.error);
+        return;
+      }
+    }
     let raw: Buffer;
     try {
       raw = await readBody(req, cfg.file.llm.maxBodyBytes);
@@ -180,41 +201,87 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
       sendError(res, new GatewayError('bad_request', '"messages" must be a non-empty array', { param: 'messages' }));
       return;
     }
-    let route: LlmRoute;
+    let plan: LlmPlan;
     try {
-      route = resolveLlmRoute(body.model, cfg);
+      plan = llmPlan(body.model, cfg);
     } catch (err) {
       const e = err instanceof GatewayError ? err : new GatewayError('internal', 'internal error');
       metrics.requests.inc({ modality: 'llm', provider: 'none', model: 'none', outcome: e.code });
       sendError(res, e);
       return;
     }
+    if (plan.skipped.length > 0) log.warn({ skipped: plan.skipped }, 'llm candidates left out');
     const stream = body.stream === true;
-    const ctx: LlmRequestContext = { model: route.model, label: route.label, stream };
-    let spec: HttpRequestSpec;
-    let clientWantsUsage = false;
-    let newTranslator: (() => LlmStreamTranslator) | null = null;
     const id = `chatcmpl-${randomBytes(12).toString('base64url')}`;
     const created = Math.floor(Date.now() / 1000);
-    try {
-      if (route.adapter.kind === 'openai') {
-        const prepared = prepareOpenAiBody(body, route.adapter, route.model);
-        clientWantsUsage = prepared.clientWantsUsage;
+    const reqBody: Json = body;
+
+    /** The upstream request for one candidate; throws GatewayError('bad_request') for a request it cannot take. */
+    const prepare = (r: LlmRoute): Prepared => {
+      const c: LlmRequestContext = { model: r.model, label: r.label, stream };
+      if (r.adapter.kind === 'openai') {
+        const prepared = prepareOpenAiBody(reqBody, r.adapter, r.model);
         const headers: Record<string, string> = { 'Content-Type': 'application/json', Accept: stream ? 'text/event-stream' : 'application/json' };
-        if (route.endpoint.apiKey) headers.Authorization = `Bearer ${route.endpoint.apiKey}`;
-        spec = { url: `${route.endpoint.baseUrl.replace(/\/+$/, '')}${route.adapter.chatPath}`, headers, body: JSON.stringify(prepared.body) };
-      } else {
-        const adapter = route.adapter;
-        clientWantsUsage = isObject(body.stream_options) && body.stream_options.include_usage === true;
-        spec = adapter.request(body, ctx, route.endpoint);
-        newTranslator = () => adapter.createStreamTranslator(ctx, id, created);
+        if (r.endpoint.apiKey) headers.Authorization = `Bearer ${r.endpoint.apiKey}`;
+        return {
+          ctx: c,
+          spec: { url: `${r.endpoint.baseUrl.replace(/\/+$/, '')}${r.adapter.chatPath}`, headers, body: JSON.stringify(prepared.body) },
+          clientWantsUsage: prepared.clientWantsUsage,
+          newTranslator: null,
+        };
       }
+      const adapter = r.adapter;
+      return {
+        ctx: c,
+        spec: adapter.request(reqBody, c, r.endpoint),
+        clientWantsUsage: isObject(reqBody.stream_options) && reqBody.stream_options.include_usage === true,
+        newTranslator: () => adapter.createStreamTranslator(c, id, created),
+      };
+    };
+
+    const health = healthOf(cfg);
+    /** Candidates not tried yet (the first is taken below), attempts that failed, candidates skipped. */
+    const pending = [...plan.candidates];
+    const failures: AttemptFailure[] = [];
+    const skipped: string[] = [];
+    /**
+     * Take the next candidate to try: open circuits are skipped (counted); when every remaining
+     * one is open, the first of them is tried anyway.
+     */
+    const nextCandidate = (): { route: LlmRoute; prepared: Prepared } | null => {
+      while (pending.length > 0) {
+        const open = pending.findIndex((c) => health.allow(c.provider));
+        for (const c of pending.splice(0, open < 0 ? 0 : open)) {
+          skipped.push(c.label);
+          metrics.candidatesSkipped.inc({ modality: 'llm', provider: c.provider, reason: 'circuit_open' });
+        }
+        const r = pending.shift() as LlmRoute;
+        try {
+          return { route: r, prepared: prepare(r) };
+        } catch (err) {
+          const e = err instanceof GatewayError ? err : new GatewayError('bad_request', 'invalid request');
+          // The first candidate refusing the request is the client's problem; a later one is just not usable.
+          if (failures.length === 0 && skipped.length === 0) throw e;
+          failures.push({ label: r.label, error: e });
+        }
+      }
+      return null;
+    };
+    let first: { route: LlmRoute; prepared: Prepared } | null;
+    try {
+      first = nextCandidate();
     } catch (err) {
-      sendError(res, err instanceof GatewayError ? err : new GatewayError('bad_request', 'invalid request'));
+      sendError(res, err as GatewayError);
       return;
     }
+    if (first === null) {
+      sendError(res, allCandidatesFailed('LLM', failures, skipped));
+      return;
+    }
+    let route = first.route;
+    let { ctx, spec, clientWantsUsage, newTranslator } = first.prepared;
 
-    const labels = { provider: route.provider, model: modelLabel(route.model) };
+    let labels = { provider: route.provider, model: modelLabel(route.model) };
     const sse = new SseWriter(res);
     const inspector = new ChunkInspector();
     let abort: (() => void) | null = null;
@@ -223,30 +290,37 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
     let keepAlive: NodeJS.Timeout | null = null;
     const timeoutMs = Math.round(cfg.file.llm.headersTimeoutS * 1000) * (stream ? 1 : 10);
 
-    const finish = (result: string, usage: LlmUsage | null, estimated: boolean): void => {
+    const finish = (result: string, usage: LlmUsage | null, estimated: boolean, errorCode?: number): void => {
       if (done) return;
       done = true;
       outcome = result;
       if (keepAlive) clearInterval(keepAlive);
+      clearFirstEvent();
+      if (result === 'ok') health.success(route.provider);
       metrics.requests.inc({ modality: 'llm', ...labels, outcome });
       if (inspector.firstVisibleAt > 0) metrics.llmTtftSeconds.observe(labels, (inspector.firstVisibleAt - t0) / 1000);
       if (usage) {
+        deps.limits?.recordLlmTokens(apiKey, usage.total_tokens);
         const l = { ...labels, api_key: apiKey, estimated: String(estimated) };
         metrics.llmTokens.inc({ ...l, kind: 'prompt' }, usage.prompt_tokens);
         metrics.llmTokens.inc({ ...l, kind: 'completion' }, usage.completion_tokens);
         if (usage.cached_tokens > 0) metrics.llmTokens.inc({ ...l, kind: 'cached' }, usage.cached_tokens);
       }
+      const costUsd = usage ? deps.cost.llm(route.provider, route.model, apiKey, usage) : 0;
       deps.usage.record({
         modality: 'llm',
         sessionId: id,
         apiKey,
         provider: route.provider,
         model: route.model,
+        ...(failures.length > 0 ? { fallbackChain: [...failures.map((f) => f.label), route.label] } : {}),
         startedAt,
         endedAt: new Date(),
         audioSeconds: 0,
         outcome,
         ...(usage ? { tokens: { prompt: usage.prompt_tokens, completion: usage.completion_tokens, cached: usage.cached_tokens, estimated } } : {}),
+        costUsd,
+        ...(errorCode !== undefined ? { errorCode } : {}),
         meta,
       });
     };
@@ -274,7 +348,7 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
         sse.data(JSON.stringify({ error: { message: err.message, type: ERROR_TABLE[err.code].type, code: err.status } }));
         sse.end();
       }
-      finish(err.code, inspector.usage, false);
+      finish(err.code, inspector.usage, false, err.status);
     };
 
     const endStream = async (translator: LlmStreamTranslator | null): Promise<void> => {
@@ -323,6 +397,18 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
       const chunks: Buffer[] = [];
       let size = 0;
       let sawDone = false;
+      let sawData = false;
+      // Streaming: an upstream that sends nothing at all (no headers, or no first event) is given up.
+      const firstEvent =
+        stream && plan.firstEventMs > 0
+          ? setTimeout(() => {
+              if (done || sawData) return;
+              abort?.();
+              retryOrFail(new GatewayError('provider_timeout', `${route.provider}: no output from provider after ${plan.firstEventMs / 1000} s`), 'no_result', n);
+            }, plan.firstEventMs)
+          : undefined;
+      firstEvent?.unref();
+      clearFirstEvent = () => clearTimeout(firstEvent);
       abort = streamPost(
         spec,
         { timeoutMs, label: route.provider },
@@ -338,6 +424,10 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
           },
           onData: (chunk) => {
             if (done) return;
+            if (!sawData) {
+              sawData = true;
+              clearTimeout(firstEvent);
+            }
             if (!stream) {
               size += chunk.length;
               if (size > MAX_RESPONSE_BYTES) {
@@ -362,7 +452,7 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
                 for (const s of translator.push(ev)) forward(s);
                 if (translator.error) {
                   abort?.();
-                  fail(translator.error);
+                  retryOrFail(translator.error, 'error', n);
                   return;
                 }
                 continue;
@@ -375,11 +465,16 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
               if (ev.data.includes('"error"')) {
                 const parsed = safeParse(ev.data);
                 if (isObject(parsed) && parsed.error !== undefined && parsed.error !== null) {
-                  // A vendor's mid-stream error goes to the client as is (the SDK raises it).
                   abort?.();
+                  // Before any visible output, another candidate may still answer.
+                  if (!inspector.visible && pending.length > 0) {
+                    retryOrFail(new GatewayError('provider_error', `${route.provider}: ${inbandMessage(parsed.error)}`), 'error', n);
+                    return;
+                  }
+                  // A vendor's mid-stream error goes to the client as is (the SDK raises it).
                   sse.data(ev.data);
                   sse.end();
-                  finish('provider_error', inspector.usage, false);
+                  finish('provider_error', inspector.usage, false, 502);
                   return;
                 }
               }
@@ -388,6 +483,7 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
           },
           onEnd: () => {
             if (done) return;
+            clearTimeout(firstEvent);
             if (!stream) {
               void finishNonStream(Buffer.concat(chunks));
               return;
@@ -397,16 +493,52 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
           },
           onError: (err) => {
             if (done) return;
-            if (n === 1 && err.retryable && !inspector.visible) {
-              log.info({ model: route.label, code: err.status }, 'llm attempt failed before output: retrying once');
-              attempt(2);
-              return;
-            }
-            fail(err);
+            retryOrFail(err, sawData ? 'closed' : 'connect_failed', n);
           },
         },
       );
     };
+
+    /**
+     * An attempt failed. After visible output: the error goes to the client. Before it: a single
+     * candidate is retried once (retryable errors); with a route, the next candidate takes over
+     * (except for a refusal of the request itself); none left -> every attempt's cause.
+     */
+    const retryOrFail = (err: GatewayError, reason: string, n: number): void => {
+      if (done) return;
+      clearFirstEvent();
+      // A refusal of the request itself is not the provider's failure, and no other candidate would take it.
+      const clientError = err.code === 'bad_request' || err.code === 'payload_too_large';
+      if (!clientError && err.code !== 'not_found') health.failure(route.provider, err.status);
+      metrics.providerErrors.inc({ provider: route.provider, code: String(err.status) });
+      if (inspector.visible) {
+        fail(err);
+        return;
+      }
+      if (plan.candidates.length === 1) {
+        if (n === 1 && err.retryable) {
+          log.info({ model: route.label, code: err.status }, 'llm attempt failed before output: retrying once');
+          attempt(2);
+          return;
+        }
+        fail(err);
+        return;
+      }
+      failures.push({ label: route.label, error: err });
+      const from = route;
+      const next = clientError ? null : nextCandidate();
+      if (next === null) {
+        fail(clientError ? err : allCandidatesFailed('LLM', failures, skipped));
+        return;
+      }
+      route = next.route;
+      ({ ctx, spec, clientWantsUsage, newTranslator } = next.prepared);
+      labels = { provider: route.provider, model: modelLabel(route.model) };
+      metrics.fallbacks.inc({ modality: 'llm', from: from.provider, to: route.provider, reason });
+      log.warn({ from: from.label, to: route.label, reason, code: err.status, err: err.message }, 'llm fallback');
+      attempt(n + 1);
+    };
+    let clearFirstEvent = (): void => {};
 
     const finishNonStream = async (buf: Buffer): Promise<void> => {
       const parsed = safeParse(buf.toString('utf8'));
@@ -446,6 +578,21 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
   }
 
   return { chatCompletions, models };
+}
+
+/** The upstream request for one candidate (llm-handler `prepare`). */
+interface Prepared {
+  ctx: LlmRequestContext;
+  spec: HttpRequestSpec;
+  clientWantsUsage: boolean;
+  newTranslator: (() => LlmStreamTranslator) | null;
+}
+
+/** A short message from a vendor's in-band `error` value (string or `{message}`). */
+function inbandMessage(e: unknown): string {
+  if (typeof e === 'string') return e.slice(0, 300);
+  if (isObject(e) && typeof e.message === 'string') return e.message.slice(0, 300);
+  return 'provider reported an error';
 }
 
 function safeParse(s: string): unknown {

@@ -72,7 +72,10 @@ describe('auto STT routing and configured upstreams', () => {
   });
 
   it('routes a configured upstream by id, with its default or a named model', () => {
-    const file = { stt: { upstreams: { whisper: { protocol: 'openai-realtime', baseUrl: 'http://127.0.0.1:9000/v1', model: 'large-v3' } } } };
+    const file = {
+      stt: { upstreams: { whisper: { protocol: 'openai-realtime', baseUrl: 'http://127.0.0.1:9000/v1', model: 'large-v3' } } },
+      pricing: { stt: { 'whisper/*': { free: true } } },
+    };
     const cfg = withFile(file, {});
     const r = resolveSttRoute('whisper', cfg).route;
     expect(r).toMatchObject({ provider: 'whisper', model: 'large-v3', label: 'whisper/large-v3' });

@@ -8,13 +8,18 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { GatewayConfig } from '../config.ts';
 import type { Logger } from '../log.ts';
+import { Budgets } from '../metering/budgets.ts';
+import { CostMeter } from '../metering/cost.ts';
 import { GatewayMetrics } from '../metering/metrics.ts';
 import { LogUsageSink, type UsageSink } from '../metering/usage.ts';
+import type { UsageReader } from '../metering/ledger.ts';
+import { handleUsageRequest } from './usage-api.ts';
 import { GatewayError } from '../protocol/errors.ts';
 import { normalizePath, rejectUpgrade, requestMeta, sendError, sendJson } from './http.ts';
 import { SessionRegistry } from './sessions.ts';
 import { SttSession } from './stt-session.ts';
 import { createLlmHandler } from './llm-handler.ts';
+import { Limits, type SessionLease, type SessionModality } from './limits.ts';
 import { TtsLinkPool } from './tts-pool.ts';
 import { TtsSession } from './tts-session.ts';
 import { createWsTransport, type WsConnection } from './transport.ts';
@@ -24,18 +29,24 @@ export interface GatewayOptions {
   log: Logger;
   metrics?: GatewayMetrics;
   usage?: UsageSink;
+  /** The usage ledger, for GET /v1/usage (absent: the ledger is disabled). */
+  ledger?: UsageReader;
 }
 
 export interface Gateway {
   readonly server: Server;
   readonly metrics: GatewayMetrics;
   readonly sessions: SessionRegistry;
+  /** Per-key and per-process limits (docs/limits.md); `addCheck` plugs in more admission checks. */
+  readonly limits: Limits;
+  /** Spend per API key against its budgets (docs/pricing.md); `seed()` loads spend from the ledger. */
+  readonly budgets: Budgets;
   listen(port?: number, host?: string): Promise<AddressInfo>;
   /** Stop accepting, finish live sessions within the configured deadline, close. */
   shutdown(): Promise<void>;
 }
 
-type WsRoute = (conn: WsConnection, req: IncomingMessage, apiKey: string) => void;
+type WsRoute = (conn: WsConnection, req: IncomingMessage, apiKey: string, lease: SessionLease) => void;
 
 /** HTTP API routes and their method. */
 const HTTP_ROUTES = new Map<string, string>([
@@ -46,35 +57,67 @@ const HTTP_ROUTES = new Map<string, string>([
 /** Paths that exist in the LiveKit protocol but are not served: 404 at the upgrade. */
 const UNSERVED_WS = new Set(['/v1/eot', '/v1/bargein']);
 
+/** Which session limit each WebSocket route counts against. */
+const WS_MODALITY = new Map<string, SessionModality>([
+  ['/v1/stt', 'stt'],
+  ['/v1/tts', 'tts'],
+]);
+
 export function createGateway(cfg: GatewayConfig, opts: GatewayOptions): Gateway {
   const log = opts.log;
   const metrics = opts.metrics ?? new GatewayMetrics();
   const usage = opts.usage ?? new LogUsageSink(log);
   const sessions = new SessionRegistry();
   const transport = createWsTransport({ maxPayload: cfg.file.stt.maxMessageBytes * 4 });
-  const llm = createLlmHandler({ cfg, metrics, usage, log });
+  const limits = new Limits(cfg.file.limits, { metrics });
+  // Budgets refuse new sessions / LLM calls at the same admission point as the limits.
+  const budgets = new Budgets(cfg.file.budgets, metrics, { log });
+  limits.addCheck((apiKey, modality) => budgets.check(apiKey, modality));
+  const cost = new CostMeter(cfg.prices, metrics, budgets);
+  const llm = createLlmHandler({ cfg, metrics, usage, log, limits, cost });
   const ttsPool = new TtsLinkPool({ maxPerKey: cfg.file.tts.poolMaxPerKey, idleMs: cfg.file.tts.poolIdleS * 1000 });
   let draining = false;
 
   const wsRoutes = new Map<string, WsRoute>([
     [
       '/v1/stt',
-      (conn, req, apiKey) => {
+      (conn, req, apiKey, lease) => {
         const session = new SttSession(
           conn,
           { apiKey, meta: requestMeta(req.headers) },
-          { cfg, metrics, usage, log, onEnd: (s) => sessions.remove(s) },
+          {
+            cfg,
+            metrics,
+            usage,
+            log,
+            cost,
+            onEnd: (s) => {
+              sessions.remove(s);
+              lease.release();
+            },
+          },
         );
         sessions.add(session);
       },
     ],
     [
       '/v1/tts',
-      (conn, req, apiKey) => {
+      (conn, req, apiKey, lease) => {
         const session = new TtsSession(
           conn,
           { apiKey, meta: requestMeta(req.headers) },
-          { cfg, metrics, usage, log, pool: ttsPool, onEnd: (s) => sessions.remove(s) },
+          {
+            cfg,
+            metrics,
+            usage,
+            log,
+            cost,
+            pool: ttsPool,
+            onEnd: (s) => {
+              sessions.remove(s);
+              lease.release();
+            },
+          },
         );
         sessions.add(session);
       },
@@ -83,6 +126,8 @@ export function createGateway(cfg: GatewayConfig, opts: GatewayOptions): Gateway
 
   const server = createServer({
     headersTimeout: cfg.file.server.upgradeTimeoutS * 1000,
+    // How often Node enforces headersTimeout (default 30 s would let a slow upgrade live that long).
+    connectionsCheckingInterval: Math.min(1000, cfg.file.server.upgradeTimeoutS * 1000),
     requestTimeout: 60_000,
     keepAliveTimeout: 65_000,
   });
@@ -110,6 +155,10 @@ export function createGateway(cfg: GatewayConfig, opts: GatewayOptions): Gateway
         res.writeHead(200, { 'Content-Type': metrics.registry.contentType });
         res.end(text);
       }
+      return;
+    }
+    if (path === '/v1/usage') {
+      await handleUsageRequest(req, res, { adminToken: cfg.adminToken, reader: opts.ledger });
       return;
     }
     const httpRoute = HTTP_ROUTES.get(path);
@@ -170,14 +219,26 @@ export function createGateway(cfg: GatewayConfig, opts: GatewayOptions): Gateway
       return;
     }
     if (socket.destroyed) return;
+    // Limits are checked before the socket is accepted: a refusal is an HTTP answer (docs/limits.md).
+    const admission = limits.acquireSession(auth.apiKey, WS_MODALITY.get(path) as SessionModality);
+    if (!admission.ok) {
+      log.info({ path, code: admission.error.status, category: admission.error.fields?.category }, 'upgrade rejected: limit');
+      rejectUpgrade(socket, admission.error, admission.headers);
+      return;
+    }
+    const lease = admission.lease;
+    // The slot is held until the session ends, or the socket closes if no session ever starts.
+    socket.once('close', () => lease.release());
     const conn = await transport.accept(req, socket, head);
-    route(conn, req, auth.apiKey);
+    route(conn, req, auth.apiKey, lease);
   }
 
   return {
     server,
     metrics,
     sessions,
+    limits,
+    budgets,
     listen(port = cfg.port, host = cfg.host) {
       return new Promise((resolve, reject) => {
         server.once('error', reject);
@@ -197,7 +258,7 @@ export function createGateway(cfg: GatewayConfig, opts: GatewayOptions): Gateway
       if (!clean) log.warn({ remaining: sessions.size }, 'shutdown deadline passed with live sessions');
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       // Upgraded sockets are not HTTP connections: the transport cuts whatever is still open.
-      transport.close();
+      await transport.close();
       ttsPool.close();
       sessions.stop();
       server.closeAllConnections();

@@ -4,8 +4,14 @@
  *
  * Timeline: every transcript time is on the client's audio timeline (seconds of audio received
  * on this socket, starting at 0). Each upstream connection ("link") records the client position
- * of the first byte it received, and its times are shifted by that offset; so reconnects (and,
- * later, failover) keep the client's timeline continuous.
+ * of the first byte it received, and its times are shifted by that offset; so reconnects and
+ * failover keep the client's timeline continuous.
+ *
+ * Failover (docs/failover.md): the session has ordered candidates (routing.ts `sttPlan`). When the
+ * current link fails (connect error, unexpected close, error event, dead air, no result,
+ * backpressure), the next candidate gets the audio since the last final again (the ring keeps
+ * it), its results that end before that final are dropped, and the client sees none of it.
+ * Billed audio is counted once (`billedPos`); the replay is counted apart as provider cost.
  *
  * Hot path (input_audio): no await, no zod, no metrics lookups, no logging per frame.
  */
@@ -14,6 +20,7 @@ import type { GatewayConfig } from '../config.ts';
 import type { Logger } from '../log.ts';
 import type { GatewayMetrics } from '../metering/metrics.ts';
 import { SttMeter } from '../metering/stt-meter.ts';
+import type { CostMeter } from '../metering/cost.ts';
 import type { RequestMeta, UsageSink } from '../metering/usage.ts';
 import { bytesPerSecond, decodeBase64Strict, parseSampleRate } from '../protocol/audio.ts';
 import { GatewayError, wsErrorEvent, type ErrorCode } from '../protocol/errors.ts';
@@ -31,13 +38,15 @@ import {
 import type { SttCodec, SttEvent, SttOptions, SttSegment } from '../providers/types.ts';
 import { connectUpstream, defaultCloseError, type UpstreamSocket } from '../providers/upstream/ws-upstream.ts';
 import { AudioRing } from './audio-ring.ts';
+import { healthOf, type ProviderHealth } from './health.ts';
 import { PcmResampler } from './resampler.ts';
-import { pickSampleRate } from '../providers/options.ts';
-import { resolveSttRoute, type SttRoute } from './routing.ts';
+import { parseModelString, sttPlan, type SttCandidate, type SttPlan, type SttRoute } from './routing.ts';
 import { ClientSink } from './send.ts';
 import type { WsConnection } from './transport.ts';
 
 export interface SttSessionDeps {
+  /** Prices the metered audio at each meter flush (docs/pricing.md). */
+  cost: CostMeter;
   cfg: GatewayConfig;
   metrics: GatewayMetrics;
   usage: UsageSink;
@@ -68,7 +77,44 @@ interface Link {
   connectStartedAt: number;
   lastKeepAliveAt: number;
   retireTimer: NodeJS.Timeout | null;
+  /** Index of its candidate in the session's plan. */
+  index: number;
+  /** Client position its audio should start at (the replay start after a failover). */
+  fromPos: number;
+  /** Failed and abandoned: nothing from it reaches the client any more. */
+  dead: boolean;
+  /** It was sent audio an earlier link had already received: its results before the last final are dropped. */
+  replay: boolean;
+  /** It delivered a transcript event (health success; the failover episode is over). */
+  gotResult: boolean;
+  /** Wall ms of the first speech it was sent (0: none yet). */
+  firstSpeechAt: number;
+  /** Wall ms since when speech went in without any message back (0: answered). */
+  quietSince: number;
+  /** Audio bytes sent to it since `quietSince`. */
+  quietBytes: number;
 }
+
+interface Attempt {
+  index: number;
+  label: string;
+  error: GatewayError;
+}
+
+/** Why a link was abandoned (the `reason` label of gateway_fallbacks_total). */
+type FailReason = 'connect_failed' | 'closed' | 'error' | 'dead_air' | 'no_result' | 'backpressure';
+
+interface ClientRequest {
+  model: string | null | undefined;
+  language: string | null | undefined;
+  extra: Record<string, unknown>;
+  fallback: Array<{ model: string; extra?: Record<string, unknown> | null }>;
+}
+
+/** Error codes that are the client's request, not the provider's health. */
+const CLIENT_FAULTS: ReadonlySet<ErrorCode> = new Set(['bad_request', 'not_found', 'payload_too_large']);
+/** A result of a replaying link that ends this close to the last final is a repeat of it. */
+const REPLAY_TOLERANCE_S = 0.05;
 
 const AUDIO_PREFIXES = [Buffer.from('{"type":"input_audio","audio":"'), Buffer.from('{"type": "input_audio", "audio": "')];
 const AUDIO_SUFFIX_0 = 0x22; // "
@@ -102,9 +148,33 @@ export class SttSession {
 
   private sampleRate = 16000;
   private bps = 32000;
-  /** Current target options (what the next upstream connection uses). */
+  /** Current target options (what the next upstream connection uses): the active candidate's. */
   private route: SttRoute | null = null;
   private opts: SttOptions | null = null;
+  private plan: SttPlan | null = null;
+  /** Index of the active candidate in `plan`. */
+  private active = 0;
+  /** What the client asked (session.create, then session.update patches): the plan is rebuilt from it. */
+  private request: ClientRequest | null = null;
+  /** Attempts per failure episode (the client's connection.retries + 1). */
+  private maxAttempts = Number.POSITIVE_INFINITY;
+  private clientTimeoutS: number | undefined;
+  /** Failed attempts since the last result: the next candidate is one not among them. */
+  private episode: Attempt[] = [];
+  /** Every provider/model that served this session, in order (usage `fallbackChain`). */
+  private readonly chain: string[] = [];
+  /** Keep forwarded audio since the last final for replay (there is a candidate to fail over to). */
+  private keepHistory = false;
+  private replayBytes = 0;
+  private deadAirBytes = 0;
+  /** Audio sent again to fallback links (provider cost). */
+  private replayedBytes = 0;
+  /** Client timeline: end of the last final sent (seconds) and its byte position. */
+  private lastFinalEndS = 0;
+  private lastFinalPos = 0;
+  /** Client audio before this position has been billed (forwarded once). */
+  private billedPos = 0;
+  private readonly health: ProviderHealth;
   private link: Link | null = null;
   private readonly retiring = new Set<Link>();
   private ring: AudioRing | null = null;
@@ -122,15 +192,16 @@ export class SttSession {
   private finalizeCloseTimer: NodeJS.Timeout | null = null;
   private endTimer: NodeJS.Timeout | null = null;
   private endCloseCode = 1000;
-  private droppedReported = 0;
 
   constructor(conn: WsConnection, ctx: ConnectionContext, deps: SttSessionDeps) {
     this.deps = deps;
     this.ctx = ctx;
+    this.health = healthOf(deps.cfg);
     this.log = deps.log.child({ session_id: this.id, api_key: ctx.apiKey, room_id: ctx.meta.roomId });
     this.client = new ClientSink(conn, {
       maxBufferedBytes: 4 * 1024 * 1024,
       onOverflow: () => this.end('client_not_reading'),
+      sessionId: this.id,
     });
     conn.onMessage((data, isBinary) => this.onClientMessage(data, isBinary));
     conn.onClose(() => this.onClientGone());
@@ -232,10 +303,14 @@ export class SttSession {
     if (link !== null && link.open) {
       // Billed when forwarded (STYLE.md 5): audio dropped from the ring or never sent is not billed.
       (this.meter as SttMeter).bytes += pcm.length;
+      this.billedPos = this.pos;
       forwardAudio(link, pcm);
+      if (this.keepHistory) (this.ring as AudioRing).push(pcm, pos);
       if (link.socket.bufferedAmount > UPSTREAM_MAX_BUFFERED) {
-        this.fail(new GatewayError('provider_error', `${link.route.label}: provider is not keeping up with the audio`), 'provider_error');
+        this.failover(link, new GatewayError('provider_error', `${link.route.label}: provider is not keeping up with the audio`), 'backpressure');
+        return;
       }
+      if (this.keepHistory) this.watch(link, pcm, now);
     } else {
       (this.ring as AudioRing).push(pcm, pos);
     }
@@ -262,36 +337,46 @@ export class SttSession {
       this.fail(new GatewayError('bad_request', `unsupported encoding "${settings.encoding.slice(0, 20)}"; only pcm_s16le`));
       return;
     }
-    let route: SttRoute;
-    let opts: SttOptions;
+    const request: ClientRequest = {
+      model: msg.model,
+      language: settings.language,
+      extra: settings.extra ?? {},
+      fallback: (msg.fallback?.models ?? []).map((f) => ({ model: f.model, extra: f.extra })),
+    };
+    let plan: SttPlan;
     try {
-      const resolved = resolveSttRoute(msg.model, this.deps.cfg);
-      route = resolved.route;
-      opts = route.adapter.validate({
-        model: route.model,
-        language: settings.language ?? resolved.language,
-        sampleRate: upstreamRate(route, sampleRate),
-        extra: settings.extra,
-      });
+      plan = sttPlan({ ...request, sampleRate }, this.deps.cfg);
     } catch (err) {
       this.fail(asGatewayError(err));
       return;
     }
     this.sampleRate = sampleRate;
     this.bps = bytesPerSecond(sampleRate);
+    this.request = request;
+    this.clientTimeoutS = msg.connection?.timeout ?? undefined;
+    const retries = msg.connection?.retries;
+    if (retries != null) this.maxAttempts = retries + 1;
+    this.replayBytes = Math.round(this.deps.cfg.file.failover.stt.replayS * this.bps);
+    this.ring = new AudioRing(Math.round(this.deps.cfg.file.stt.bufferS * this.bps));
+    this.setPlan(plan);
+    const index = this.nextCandidate() ?? 0;
+    const { route, opts } = plan.candidates[index] as SttCandidate;
+    this.active = index;
     this.route = route;
     this.opts = opts;
-    this.ring = new AudioRing(Math.round(this.deps.cfg.file.stt.bufferS * this.bps));
     this.meter = new SttMeter(this.deps.metrics.sttAudioSeconds, sampleRate, {
       provider: route.provider,
       model: route.model,
       apiKey: this.ctx.apiKey,
-    });
+    }, this.deps.cost);
     this.phase = 'active';
     this.lastAudioAt = Date.now();
     this.client.send(sessionCreatedMessage(this.id, { model: route.label }));
-    this.log.info({ model: route.label, sample_rate: sampleRate, language: opts.language }, 'stt session created');
-    this.openLink(route, opts, 0, msg.connection?.timeout ?? undefined);
+    this.log.info(
+      { model: route.label, sample_rate: sampleRate, language: opts.language, candidates: plan.candidates.map((c) => c.route.label) },
+      'stt session created',
+    );
+    this.openLink(index, 0);
   }
 
   private onUpdate(raw: object): void {
@@ -305,27 +390,33 @@ export class SttSession {
       return;
     }
     const s = parsed.data.settings;
-    let route = this.route;
-    let next: SttOptions;
+    const req = this.request as ClientRequest;
+    let language = req.language;
+    if (s.model) language = parseModelString(s.model).language ?? language;
+    if (s.language) language = s.language;
+    const extra: Record<string, unknown> = { ...req.extra };
+    for (const [k, v] of Object.entries(s.extra ?? {})) {
+      if (v === null) delete extra[k];
+      else extra[k] = v;
+    }
+    const nextReq: ClientRequest = { ...req, model: s.model ?? req.model, language, extra };
+    let plan: SttPlan;
     try {
-      let language = this.opts.language;
-      if (s.model) {
-        const resolved = resolveSttRoute(s.model, this.deps.cfg);
-        route = resolved.route;
-        language = resolved.language ?? language;
-      }
-      if (s.language) language = s.language;
-      const extra: Record<string, unknown> = { ...this.opts.extra };
-      for (const [k, v] of Object.entries(s.extra ?? {})) {
-        if (v === null) delete extra[k];
-        else extra[k] = v;
-      }
-      next = route.adapter.validate({ model: route.model, language, sampleRate: upstreamRate(route, this.sampleRate), extra });
+      plan = sttPlan({ ...nextReq, sampleRate: this.sampleRate }, this.deps.cfg);
     } catch (err) {
       this.reject(asGatewayError(err));
       return;
     }
+    this.request = nextReq;
+    // The same model keeps the candidate serving now (maybe a fallback); another model starts over.
+    const currentLabel = this.route.label;
+    const keep = s.model && s.model !== req.model ? -1 : plan.candidates.findIndex((c) => c.route.label === currentLabel);
+    this.setPlan(plan);
+    const index = keep >= 0 ? keep : (this.nextCandidate() ?? 0);
+    const { route, opts: next } = plan.candidates[index] as SttCandidate;
     const sameRoute = route.adapter === this.route.adapter && route.model === this.route.model;
+    this.active = index;
+    if (this.link && sameRoute) this.link.index = index;
     this.route = route;
     this.opts = next;
     const link = this.link;
@@ -400,8 +491,53 @@ export class SttSession {
 
   // ---- upstream ------------------------------------------------------------------------
 
-  private openLink(route: SttRoute, opts: SttOptions, offsetPos: number, clientTimeoutS: number | undefined): void {
-    const timeoutMs = clientTimeoutS ? Math.min(clientTimeoutS * 1000, route.endpoint.connectTimeoutMs) : route.endpoint.connectTimeoutMs;
+  /** The plan in force: what is kept for replay depends on whether there is somewhere to go. */
+  private setPlan(plan: SttPlan): void {
+    this.plan = plan;
+    this.episode = [];
+    this.keepHistory = plan.candidates.length > 1;
+    const fc = this.deps.cfg.file;
+    const ring = this.ring as AudioRing;
+    ring.capacity = Math.round((fc.stt.bufferS + (this.keepHistory ? fc.failover.stt.replayS : 0)) * this.bps);
+    if (!this.keepHistory && this.link?.open) ring.trimBefore(this.pos);
+    this.deadAirBytes = Math.round((plan.deadAirMs / 1000) * this.bps);
+    for (const s of plan.skipped) this.log.debug({ model: s.model, reason: s.reason }, 'stt candidate skipped');
+  }
+
+  /**
+   * The first candidate in plan order not tried in this failure episode whose circuit allows it;
+   * when every untried candidate's circuit is open, the first untried one anyway (a breaker
+   * orders candidates, it never leaves a session without a try). null: none left, or the client's
+   * `connection.retries` is used up.
+   */
+  private nextCandidate(): number | null {
+    if (this.episode.length >= this.maxAttempts) return null;
+    const plan = this.plan as SttPlan;
+    const passed: number[] = [];
+    const skip = (indexes: number[]): void => {
+      for (const i of indexes) {
+        const provider = (plan.candidates[i] as SttCandidate).route.provider;
+        this.deps.metrics.candidatesSkipped.inc({ modality: 'stt', provider, reason: 'circuit_open' });
+      }
+    };
+    for (const [i, c] of plan.candidates.entries()) {
+      if (this.episode.some((a) => a.index === i)) continue;
+      if (this.health.allow(c.route.provider)) {
+        skip(passed);
+        return i;
+      }
+      passed.push(i);
+    }
+    if (passed.length === 0) return null;
+    skip(passed.slice(1));
+    return passed[0] as number;
+  }
+
+  private openLink(index: number, fromPos: number): Link {
+    const plan = this.plan as SttPlan;
+    const { route, opts } = plan.candidates[index] as SttCandidate;
+    const limitMs = plan.connectTimeoutMs ?? route.endpoint.connectTimeoutMs;
+    const timeoutMs = this.clientTimeoutS ? Math.min(this.clientTimeoutS * 1000, limitMs) : limitMs;
     const now = Date.now();
     const link: Link = {
       route,
@@ -410,49 +546,82 @@ export class SttSession {
       resampler: opts.sampleRate !== this.sampleRate ? new PcmResampler(this.sampleRate, opts.sampleRate) : null,
       socket: null as unknown as UpstreamSocket,
       open: false,
-      offsetS: offsetPos / this.bps,
+      offsetS: fromPos / this.bps,
       retiring: false,
       finalizeOnOpen: false,
       connectStartedAt: now,
       lastKeepAliveAt: now,
       retireTimer: null,
+      index,
+      fromPos,
+      dead: false,
+      replay: false,
+      gotResult: false,
+      firstSpeechAt: 0,
+      quietSince: 0,
+      quietBytes: 0,
     };
     this.link = link;
+    if (this.chain.at(-1) !== route.label) this.chain.push(route.label);
     link.socket = connectUpstream(route.adapter.request(opts, route.endpoint), { timeoutMs, providerLabel: route.label }, {
       onOpen: () => this.onLinkOpen(link),
       onMessage: (data, isBinary) => {
-        if (this.phase !== 'closed') this.dispatch(link, link.codec.decode(data, isBinary));
+        if (this.phase === 'closed' || link.dead) return;
+        link.quietSince = 0;
+        this.dispatch(link, link.codec.decode(data, isBinary));
       },
       onClose: (code, reason) => this.onLinkClosed(link, code, reason),
       onConnectError: (err) => {
-        if (link.retiring || this.phase === 'closed') return;
+        if (link.retiring || link.dead || this.phase === 'closed') return;
         this.log.warn({ provider: route.provider, code: err.status, err: err.message }, 'upstream connect failed');
-        this.fail(err, 'provider_error');
+        this.failover(link, err, 'connect_failed');
       },
     });
+    return link;
   }
 
   private onLinkOpen(link: Link): void {
     this.deps.metrics.upstreamConnectSeconds.observe({ provider: link.route.provider }, (Date.now() - link.connectStartedAt) / 1000);
-    if (link.retiring || this.phase === 'closed') {
+    if (link.retiring || link.dead || this.phase === 'closed') {
       link.socket.terminate();
       return;
     }
     link.open = true;
     const ring = this.ring as AudioRing;
-    if (ring.dropped > this.droppedReported) {
-      const lost = ring.dropped - this.droppedReported;
-      this.droppedReported = ring.dropped;
-      this.deps.metrics.sttAudioDroppedSeconds.inc({ provider: link.route.provider, model: link.route.model }, lost / this.bps);
-      this.log.warn({ dropped_s: lost / this.bps }, 'audio dropped while the upstream was connecting');
-    }
     // The link's timeline starts at the first byte it actually receives.
-    link.offsetS = (ring.size > 0 ? ring.startPos : this.pos) / this.bps;
+    const start = ring.size > 0 ? Math.min(Math.max(link.fromPos, ring.startPos), this.pos) : this.pos;
+    const wanted = this.keepHistory ? Math.max(link.fromPos, Math.min(this.lastFinalPos, start)) : link.fromPos;
+    if (start > wanted) {
+      const lost = (start - wanted) / this.bps;
+      this.deps.metrics.sttAudioDroppedSeconds.inc({ provider: link.route.provider, model: link.route.model }, lost);
+      this.log.warn({ dropped_s: lost }, 'audio dropped while the upstream was connecting');
+    }
+    link.offsetS = start / this.bps;
     const meter = this.meter as SttMeter;
     for (const m of link.codec.openMessages ?? []) link.socket.send(m);
-    for (const chunk of ring.drain()) {
-      meter.bytes += chunk.length;
+    // Audio an earlier link already received is replayed, not billed again (docs/decisions/0009).
+    const now = Date.now();
+    let at = start;
+    let replayed = 0;
+    for (const chunk of ring.chunksFrom(start)) {
+      const end = at + chunk.length;
+      const fresh = Math.max(0, end - Math.max(at, this.billedPos));
+      meter.bytes += fresh;
+      replayed += chunk.length - fresh;
       forwardAudio(link, chunk);
+      if (this.keepHistory) noteSpeech(link, chunk, now);
+      at = end;
+    }
+    if (this.billedPos < this.pos) this.billedPos = this.pos;
+    if (!this.keepHistory) ring.trimBefore(this.pos);
+    if (replayed > 0) {
+      link.replay = true;
+      this.replayedBytes += replayed;
+      this.deps.metrics.sttReplayedAudioSeconds.inc(
+        { provider: link.route.provider, model: link.route.model, api_key: this.ctx.apiKey },
+        replayed / this.bps,
+      );
+      this.log.info({ provider: link.route.provider, replayed_s: replayed / this.bps }, 'stt audio replayed to the next candidate');
     }
     if (link.finalizeOnOpen && link.codec.finalizeMessage !== null) {
       flushHeldAudio(link, false);
@@ -464,7 +633,7 @@ export class SttSession {
   private onLinkClosed(link: Link, code: number, reason: string): void {
     link.open = false;
     if (link.retireTimer !== null) clearTimeout(link.retireTimer);
-    if (this.phase === 'closed') return;
+    if (this.phase === 'closed' || link.dead) return;
     if (link.retiring) {
       this.retiring.delete(link);
       this.dispatch(link, link.codec.flush());
@@ -476,7 +645,105 @@ export class SttSession {
     }
     const err = link.route.adapter.closeError?.(code, reason) ?? defaultCloseError(link.route.label, code, reason);
     this.log.warn({ provider: link.route.provider, close: code }, 'upstream closed unexpectedly');
-    this.fail(err, 'provider_error');
+    this.failover(link, err, 'closed');
+  }
+
+  /**
+   * The current link failed: abandon it and move to the next candidate with the audio since the
+   * last final (before the first result that is all the audio: plain fallback). With no
+   * candidate left (or the session ending), one error that lists every attempt's cause.
+   */
+  private failover(link: Link, err: GatewayError, reason: FailReason): void {
+    if (this.phase === 'closed' || link.dead || link !== this.link) return;
+    link.dead = true;
+    link.open = false;
+    link.socket.terminate();
+    const provider = link.route.provider;
+    this.deps.metrics.providerErrors.inc({ provider, code: String(err.status) });
+    if (!CLIENT_FAULTS.has(err.code)) this.health.failure(provider, err.status);
+    this.episode.push({ index: link.index, label: link.route.label, error: err });
+    const next = this.phase === 'active' ? this.nextCandidate() : null;
+    if (next === null) {
+      this.fail(this.attemptsError(), 'provider_error');
+      return;
+    }
+    const cand = (this.plan as SttPlan).candidates[next] as SttCandidate;
+    this.deps.metrics.fallbacks.inc({ modality: 'stt', from: provider, to: cand.route.provider, reason });
+    this.log.warn({ from: link.route.label, to: cand.route.label, reason, code: err.status, err: err.message }, 'stt failover');
+    this.active = next;
+    this.route = cand.route;
+    this.opts = cand.opts;
+    this.reconnectPending = false;
+    (this.meter as SttMeter).rebind(cand.route.provider, cand.route.model);
+    const from = Math.max(this.lastFinalPos, this.pos - this.replayBytes, 0);
+    if (from > this.lastFinalPos) {
+      // Speech since the last final outlasted the replay buffer: its start is lost to the transcript.
+      const lost = (from - this.lastFinalPos) / this.bps;
+      this.deps.metrics.sttAudioDroppedSeconds.inc({ provider: cand.route.provider, model: cand.route.model }, lost);
+      this.log.warn({ dropped_s: lost }, 'audio since the last final exceeds the replay buffer');
+    }
+    const fresh = this.openLink(next, from);
+    if (this.awaitingFinalize) fresh.finalizeOnOpen = true;
+  }
+
+  /** Every attempt of the episode failed: one error naming each cause (one attempt: its own error). */
+  private attemptsError(): GatewayError {
+    const attempts = this.episode;
+    const last = attempts.at(-1) as Attempt;
+    if (attempts.length === 1) return last.error;
+    const codes = new Set(attempts.map((a) => a.error.code));
+    const code: ErrorCode = codes.size === 1 ? last.error.code : attempts.some((a) => a.error.retryable) ? 'provider_error' : last.error.code;
+    const message = `every STT candidate failed (${attempts.length} attempts): ${attempts.map((a) => a.error.message).join('; ')}`;
+    return new GatewayError(code, message.length > 2000 ? `${message.slice(0, 2000)}...` : message, {
+      attempts: attempts.map((a) => ({ model: a.label, code: a.error.status, message: a.error.message })),
+    });
+  }
+
+  /** A link's first transcript event: the provider works (health), and the failure episode is over. */
+  private onFirstResult(link: Link): void {
+    link.gotResult = true;
+    this.health.success(link.route.provider);
+    if (link === this.link) this.episode = [];
+  }
+
+  /** A final went to the client: what precedes its end is never replayed. */
+  private noteFinal(link: Link, seg: SttSegment): void {
+    let endS = seg.end + link.offsetS;
+    if (seg.end <= 0) {
+      // No timing from the provider: everything sent so far counts as finalized.
+      if (!seg.text) return;
+      endS = this.pos / this.bps;
+    }
+    if (endS <= this.lastFinalEndS) return;
+    this.lastFinalEndS = endS;
+    const pos = Math.min(this.pos, Math.floor((endS * this.bps) / 2) * 2);
+    if (pos > this.lastFinalPos) {
+      this.lastFinalPos = pos;
+      if (this.keepHistory) (this.ring as AudioRing).trimBefore(pos);
+    }
+  }
+
+  /**
+   * Dead air and first result, while audio goes in (a provider waiting for more audio is not
+   * dead). Hot path: a few integer compares; the energy check runs only until speech is seen in
+   * an unanswered stretch, so about once per provider message.
+   */
+  private watch(link: Link, pcm: Buffer, now: number): void {
+    if (link.quietSince === 0) {
+      noteSpeech(link, pcm, now);
+      return;
+    }
+    link.quietBytes += pcm.length;
+    const plan = this.plan as SttPlan;
+    if (plan.deadAirMs > 0 && now - link.quietSince >= plan.deadAirMs && link.quietBytes >= this.deadAirBytes) {
+      const s = plan.deadAirMs / 1000;
+      this.failover(link, new GatewayError('provider_timeout', `${link.route.label}: no answer from the provider for ${s} s while speech was sent (dead air)`), 'dead_air');
+      return;
+    }
+    if (plan.firstResultMs > 0 && !link.gotResult && now - link.firstSpeechAt >= plan.firstResultMs) {
+      const s = plan.firstResultMs / 1000;
+      this.failover(link, new GatewayError('provider_timeout', `${link.route.label}: no transcript from the provider within ${s} s of speech`), 'no_result');
+    }
   }
 
   /** New upstream for changed options; the old one finishes its utterance and closes. */
@@ -487,7 +754,8 @@ export class SttSession {
     if (old) this.retire(old);
     (this.meter as SttMeter).rebind(this.route.provider, this.route.model);
     this.log.info({ model: this.route.label }, 'stt upstream reconnect for new options');
-    this.openLink(this.route, this.opts, this.pos, undefined);
+    // A link that never opened hands its unsent audio on.
+    this.openLink(this.active, old && !old.open && !old.dead ? old.fromPos : this.pos);
   }
 
   private retire(link: Link): void {
@@ -506,8 +774,9 @@ export class SttSession {
 
   private dispatch(link: Link, events: SttEvent[]): void {
     for (const ev of events) {
-      if (this.phase === 'closed') return;
+      if (this.phase === 'closed' || link.dead) return;
       const current = link === this.link;
+      if (!link.gotResult && (ev.type === 'interim' || ev.type === 'final' || ev.type === 'preflight')) this.onFirstResult(link);
       switch (ev.type) {
         case 'speech_started':
           if (current && !this.inSpeech) {
@@ -523,6 +792,7 @@ export class SttSession {
           break;
         case 'final':
           this.sendTranscript('final_transcript', link, ev.segment);
+          this.noteFinal(link, ev.segment);
           if (current) {
             this.inSpeech = false;
             this.meter?.flush();
@@ -536,7 +806,7 @@ export class SttSession {
           this.deps.metrics.sttProviderAudioSeconds.inc({ provider: link.route.provider, model: link.route.model }, ev.audioSeconds);
           break;
         case 'error':
-          if (current) this.fail(ev.error, 'provider_error');
+          if (current) this.failover(link, ev.error, 'error');
           break;
       }
     }
@@ -551,6 +821,8 @@ export class SttSession {
       );
     }
     const off = link.offsetS;
+    // A replaying link re-transcribes from the last final: what ends before it was already final.
+    if (link.replay && seg.end + off <= this.lastFinalEndS + REPLAY_TOLERANCE_S) return;
     const out: SttTranscriptOut = {
       transcript: seg.text,
       language: seg.language ?? link.opts.language ?? 'en',
@@ -633,12 +905,36 @@ export class SttSession {
       return;
     }
     this.meter?.flush();
+    this.checkpointUsage(now);
     const link = this.link;
     const ka = link?.codec.keepAlive;
     if (link && link.open && ka && idle >= ka.idleMs && now - link.lastKeepAliveAt >= ka.idleMs) {
       link.lastKeepAliveAt = now;
       link.socket.send(ka.message);
     }
+  }
+
+  private lastCheckpointAt = Date.now();
+
+  /** Every `ledger.checkpointS`: the quantities so far, so a crash loses at most that window (docs/metering.md). */
+  private checkpointUsage(now: number): void {
+    const usage = this.deps.usage;
+    if (!usage.checkpoint || !this.route || !this.meter || now - this.lastCheckpointAt < this.deps.cfg.file.ledger.checkpointS * 1000) return;
+    this.lastCheckpointAt = now;
+    usage.checkpoint({
+      modality: 'stt',
+      sessionId: this.id,
+      apiKey: this.ctx.apiKey,
+      provider: this.route.provider,
+      model: this.route.model,
+      startedAt: this.startedAt,
+      endedAt: new Date(now),
+      audioSeconds: this.meter.seconds,
+      ...(this.chain.length > 1 ? { fallbackChain: [...this.chain] } : {}),
+      costUsd: this.meter.costUsd,
+      outcome: 'open',
+      meta: this.ctx.meta,
+    });
   }
 
   private clearTimers(): void {
@@ -663,7 +959,6 @@ export class SttSession {
     this.link = null;
     this.ring?.drain();
     this.meter?.flush();
-    if (!this.client.isClosed) this.client.close(1000, 'session closed');
     const m = this.deps.metrics;
     m.sessionsActive.dec({ modality: 'stt' });
     const provider = this.route?.provider ?? 'none';
@@ -679,12 +974,16 @@ export class SttSession {
         startedAt: this.startedAt,
         endedAt: new Date(),
         audioSeconds: this.meter.seconds,
+        ...(this.chain.length > 1 ? { fallbackChain: [...this.chain] } : {}),
+        costUsd: this.meter.costUsd,
         outcome,
         ...(err ? { errorCode: err.status } : {}),
         meta: this.ctx.meta,
       });
     }
-    this.log.info({ outcome, audio_s: this.meter?.seconds ?? 0, ...(err ? { code: err.status, err: err.message } : {}) }, 'stt session ended');
+    // Closed after the usage record is queued (durability: a record is never lost behind a close).
+    if (!this.client.isClosed) this.client.close(1000, 'session closed');
+    this.log.info({ outcome, audio_s: this.meter?.seconds ?? 0, replayed_s: this.replayedBytes / this.bps, chain: this.chain, ...(err ? { code: err.status, err: err.message } : {}) }, 'stt session ended');
     this.deps.onEnd(this);
   }
 }
@@ -733,8 +1032,28 @@ function flushHeldAudio(link: Link, endOfStream: boolean): void {
   if (held !== null) link.socket.send(held);
 }
 
-/** The rate audio is sent upstream at: the client's when the provider accepts it. */
-function upstreamRate(route: SttRoute, clientRate: number): number {
-  const rates = route.adapter.capabilities.sampleRates;
-  return rates ? pickSampleRate(clientRate, rates) : clientRate;
+/** Speech energy: mean square of every 4th sample at or above RMS 400 (about -38 dBFS). */
+const SPEECH_MEAN_SQUARE = 400 * 400;
+
+function hasSpeech(pcm: Buffer): boolean {
+  let sum = 0;
+  let n = 0;
+  for (let i = 0; i + 1 < pcm.length; i += 8) {
+    const v = pcm.readInt16LE(i);
+    sum += v * v;
+    n++;
+  }
+  return n > 0 && sum >= SPEECH_MEAN_SQUARE * n;
+}
+
+/** Start an unanswered stretch at the first speech sent to a link, or count audio sent during one. */
+function noteSpeech(link: Link, pcm: Buffer, now: number): void {
+  if (link.quietSince !== 0) {
+    link.quietBytes += pcm.length;
+    return;
+  }
+  if (!hasSpeech(pcm)) return;
+  link.quietSince = now;
+  link.quietBytes = 0;
+  if (link.firstSpeechAt === 0) link.firstSpeechAt = now;
 }

@@ -26,11 +26,20 @@ export interface TtsGenSink {
   onAudio(pcm: Buffer): void;
   onAlignment(a: TtsAlignment): void;
   onDone(): void;
-  /** The generation failed; the link is no longer usable for it. */
-  onError(err: GatewayError): void;
+  /** The generation failed; the link is no longer usable for it. `how`: what failed (metric reason). */
+  onError(err: GatewayError, how: TtsFailure): void;
   /** Characters written to the provider. */
   onSent(chars: number): void;
+  /**
+   * The next `units` UTF-16 units of the generation's text are fully voiced: all their audio was
+   * passed to `onAudio` (links that know chunk boundaries, e.g. one HTTP request per chunk).
+   * Used to continue a generation on another provider after a failure (tts-resume.ts).
+   */
+  onVoiced?(units: number): void;
 }
+
+/** How an upstream failed a generation: could not connect, reported an error, closed on it. */
+export type TtsFailure = 'connect' | 'error' | 'close';
 
 export interface TtsLink {
   readonly adapter: TtsAdapter;
@@ -219,24 +228,24 @@ export class WsTtsLink implements TtsLink {
     if (this.state === 'closed') return;
     this.state = 'closed';
     this.pending = [];
-    this.failGen(err);
+    this.failGen(err, 'connect');
   }
 
   private onClosed(code: number, reason: string): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
     if (this.gen !== null) {
-      this.failGen(this.adapter.closeError?.(code, reason) ?? defaultCloseError(this.adapter.provider, code, reason));
+      this.failGen(this.adapter.closeError?.(code, reason) ?? defaultCloseError(this.adapter.provider, code, reason), 'close');
     } else {
       this.deps.log.debug({ provider: this.adapter.provider, code }, 'idle tts upstream closed');
     }
   }
 
-  private failGen(err: GatewayError): void {
+  private failGen(err: GatewayError, how: TtsFailure): void {
     const sink = this.sink;
     this.gen = null;
     this.sink = null;
-    sink?.onError(err);
+    sink?.onError(err, how);
   }
 
   private onMessage(data: Buffer, isBinary: boolean): void {
@@ -270,7 +279,7 @@ export class WsTtsLink implements TtsLink {
         case 'error':
           // The socket may carry stale output of the failed generation: never reuse it.
           this.drop();
-          sink.onError(ev.error);
+          sink.onError(ev.error, 'error');
           return;
       }
     }
@@ -281,10 +290,14 @@ export class WsTtsLink implements TtsLink {
 interface HttpJob {
   text: string;
   chars: number;
+  /** Text units voiced once this job's audio is all out (its text plus whitespace skipped after it). */
+  units: number;
   started: boolean;
   finished: boolean;
   held: Buffer[];
   abort: (() => void) | null;
+  /** The request failed while another one was playing: reported when this job's turn comes. */
+  failed: { err: GatewayError; how: TtsFailure } | null;
 }
 
 /** Requests in flight per generation: the one being played plus one fetched ahead. */
@@ -334,8 +347,14 @@ export class HttpTtsLink implements TtsLink {
   text(text: string): void {
     if (this.gen === null) return;
     for (const part of splitText(text, this.adapter.maxChars)) {
-      if (part.trim() === '') continue;
-      this.jobs.push({ text: part, chars: countChars(part), started: false, finished: false, held: [], abort: null });
+      if (part.trim() === '') {
+        // Nothing to say: voiced with the job before it, or at once.
+        const last = this.jobs.at(-1);
+        if (last) last.units += part.length;
+        else this.sink?.onVoiced?.(part.length);
+        continue;
+      }
+      this.jobs.push({ text: part, chars: countChars(part), units: part.length, started: false, finished: false, held: [], abort: null, failed: null });
     }
     this.pump();
   }
@@ -366,9 +385,16 @@ export class HttpTtsLink implements TtsLink {
     if (sink === null || opts === null) return;
     // Play finished jobs at the head; their held audio was already forwarded or is flushed here.
     while (this.jobs.length > 0 && (this.jobs[0] as HttpJob).finished) {
-      this.jobs.shift();
+      const done = this.jobs.shift() as HttpJob;
+      sink.onVoiced?.(done.units);
+      if (this.sink !== sink) return;
       const next = this.jobs[0];
-      if (next) for (const b of next.held.splice(0)) sink.onAudio(b);
+      if (next && next.failed === null) for (const b of next.held.splice(0)) sink.onAudio(b);
+    }
+    const head = this.jobs[0];
+    if (head?.failed) {
+      this.fail(sink, head.failed.err, head.failed.how);
+      return;
     }
     if (this.jobs.length === 0) {
       if (this.ended) {
@@ -411,14 +437,29 @@ export class HttpTtsLink implements TtsLink {
         },
         onError: (err) => {
           if (this.sink !== sink) return;
-          for (const j of this.jobs) if (j !== job) j.abort?.();
-          this.jobs = [];
-          this.gen = null;
-          this.sink = null;
-          sink.onError(err);
+          const how: TtsFailure = first ? 'connect' : 'error';
+          const at = this.jobs.indexOf(job);
+          if (at > 0) {
+            // A request fetched ahead failed: the one playing finishes first (its audio is good),
+            // then the error, so the generation fails on a chunk boundary. Its partial audio is
+            // never played; requests queued after it are given up.
+            job.failed = { err, how };
+            job.held = [];
+            for (const j of this.jobs.splice(at + 1)) j.abort?.();
+            return;
+          }
+          this.fail(sink, err, how);
         },
       },
     );
+  }
+
+  private fail(sink: TtsGenSink, err: GatewayError, how: TtsFailure): void {
+    for (const j of this.jobs) j.abort?.();
+    this.jobs = [];
+    this.gen = null;
+    this.sink = null;
+    sink.onError(err, how);
   }
 }
 

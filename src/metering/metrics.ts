@@ -105,6 +105,101 @@ export class GatewayMetrics {
     registers: [this.registry],
   });
 
+  readonly limitRejections = new Counter({
+    name: 'gateway_limit_rejections_total',
+    help: 'Requests and sessions refused by a limit (docs/limits.md): limit = concurrent_sessions, process_sessions, requests_per_minute, tokens_per_minute.',
+    labelNames: ['modality', 'limit', 'api_key'] as const,
+    registers: [this.registry],
+  });
+
+  readonly costUsd = new Counter({
+    name: 'gateway_cost_usd_total',
+    help: 'Cost in USD of metered usage at the configured prices (docs/pricing.md), added where quantities are flushed.',
+    labelNames: ['modality', 'provider', 'model', 'api_key'] as const,
+    registers: [this.registry],
+  });
+
+  readonly costUnpriced = new Counter({
+    name: 'gateway_cost_unpriced_total',
+    help: 'Metered usage that found no price (should stay 0: routing refuses unpriced models).',
+    labelNames: ['modality', 'provider', 'model'] as const,
+    registers: [this.registry],
+  });
+
+  /** Called before the budget gauges are scraped (periods roll over without traffic). */
+  onBudgetCollect: (() => void) | null = null;
+
+  readonly budgetUsedRatio = new Gauge({
+    name: 'gateway_budget_used_ratio',
+    help: 'Spend of the current period / budget, per API key with a budget (period = daily, monthly; UTC).',
+    labelNames: ['api_key', 'period'] as const,
+    registers: [this.registry],
+    collect: () => this.onBudgetCollect?.(),
+  });
+
+  readonly budgetWarning = new Gauge({
+    name: 'gateway_budget_warning',
+    help: '1 when an API key has used at least budgets.warnRatio of its budget for the period, else 0.',
+    labelNames: ['api_key', 'period'] as const,
+    registers: [this.registry],
+  });
+
+  readonly budgetRejections = new Counter({
+    name: 'gateway_budget_rejections_total',
+    help: 'Sessions and LLM calls refused with 429 because the API key reached its budget.',
+    labelNames: ['modality', 'api_key', 'period'] as const,
+    registers: [this.registry],
+  });
+
+  readonly ledgerRowsWritten = new Counter({
+    name: 'gateway_ledger_rows_written_total',
+    help: 'Usage ledger rows written (final records and checkpoints).',
+    labelNames: ['backend'] as const,
+    registers: [this.registry],
+  });
+
+  readonly ledgerWriteErrors = new Counter({
+    name: 'gateway_ledger_write_errors_total',
+    help: 'Failed usage ledger writes (the rows stay queued and are retried).',
+    labelNames: ['backend'] as const,
+    registers: [this.registry],
+  });
+
+  readonly ledgerDropped = new Counter({
+    name: 'gateway_ledger_dropped_records_total',
+    help: 'Usage ledger rows dropped because the queue was full or the ledger closed with the database unreachable.',
+    labelNames: ['backend', 'status'] as const,
+    registers: [this.registry],
+  });
+
+  readonly fallbacks = new Counter({
+    name: 'gateway_fallbacks_total',
+    help: 'Moves of a unit of work to the next candidate (docs/failover.md); from/to are provider ids; reason = connect_failed, closed, error, dead_air, no_result, backpressure.',
+    labelNames: ['modality', 'from', 'to', 'reason'] as const,
+    registers: [this.registry],
+  });
+
+  readonly providerErrors = new Counter({
+    name: 'gateway_provider_errors_total',
+    help: 'Failed provider attempts by provider id and HTTP-like code (each attempt of a failover counts).',
+    labelNames: ['provider', 'code'] as const,
+    registers: [this.registry],
+  });
+
+  readonly candidatesSkipped = new Counter({
+    name: 'gateway_candidates_skipped_total',
+    help: 'Candidates passed over without an attempt; reason = circuit_open.',
+    labelNames: ['modality', 'provider', 'reason'] as const,
+    registers: [this.registry],
+  });
+
+  readonly sttReplayedAudioSeconds = new Counter({
+    name: 'gateway_stt_replayed_audio_seconds_total',
+    help: 'Client audio sent again to a fallback STT provider after a failover (provider cost, never billed to the client again).',
+    labelNames: ['provider', 'model', 'api_key'] as const,
+    registers: [this.registry],
+  });
+
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
     this.sessionsActive.set({ modality: 'stt' }, 0);

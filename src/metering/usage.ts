@@ -1,7 +1,7 @@
 /**
- * Usage records: one per STT session (later TTS session and LLM request). The session layer
- * is the single producer; sinks persist them. The default sink writes a structured log line;
- * the durable ledger (SQLite/PostgreSQL) plugs in behind the same interface.
+ * Usage records: one per STT session, TTS session and LLM request. The session layer is the
+ * single producer; sinks persist them. `LogUsageSink` writes a structured log line; the durable
+ * ledger (`ledger.ts`: SQLite / PostgreSQL) plugs in behind the same interface.
  */
 import type { Logger } from '../log.ts';
 
@@ -18,6 +18,8 @@ export interface UsageRecord {
   apiKey: string;
   provider: string;
   model: string;
+  /** Every `provider/model` that was tried for this unit of work, in order (failover); the last served. */
+  fallbackChain?: string[];
   startedAt: Date;
   endedAt: Date;
   /** STT: client audio forwarded to the provider (the billing figure). TTS: audio delivered. Seconds. */
@@ -28,13 +30,24 @@ export interface UsageRecord {
   generations?: number;
   /** LLM: tokens (from the vendor's usage, or estimated when it reported none). */
   tokens?: { prompt: number; completion: number; cached: number; estimated: boolean };
+  /** Price of the quantities in USD (metering/pricing); absent when not priced. */
+  costUsd?: number;
   outcome: string;
   errorCode?: number;
+  /** Short reason for a non-ok outcome (e.g. which budget refused the session). No PII. */
+  detail?: string;
   meta: RequestMeta;
 }
 
 export interface UsageSink {
+  /** The final record of a session or request (exactly once). */
   record(r: UsageRecord): void;
+  /**
+   * In-progress quantities of a live session, called every `ledger.checkpointS` from the
+   * session's tick (`outcome` is `open`). A durable sink upserts a row marked open that the
+   * final `record` replaces, so a crash loses at most one checkpoint window.
+   */
+  checkpoint?(r: UsageRecord): void;
 }
 
 export class LogUsageSink implements UsageSink {
@@ -50,7 +63,11 @@ export class LogUsageSink implements UsageSink {
 /** Keeps records in memory (tests). */
 export class MemoryUsageSink implements UsageSink {
   readonly records: UsageRecord[] = [];
+  readonly checkpoints: UsageRecord[] = [];
   record(r: UsageRecord): void {
     this.records.push(r);
+  }
+  checkpoint(r: UsageRecord): void {
+    this.checkpoints.push(r);
   }
 }

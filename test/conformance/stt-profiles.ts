@@ -68,7 +68,10 @@ const openAiRealtime: SttProfile = {
     const emu = await startOpenAiRealtimeEmulator({ apiKeys: ['rt-key'] });
     return {
       env: { RT_KEY: 'rt-key' },
-      file: { stt: { upstreams: { whisper: { protocol: 'openai-realtime', baseUrl: `${emu.url}/v1`, apiKey: 'env:RT_KEY', model: 'gpt-4o-transcribe' } } } },
+      file: {
+        stt: { upstreams: { whisper: { protocol: 'openai-realtime', baseUrl: `${emu.url}/v1`, apiKey: 'env:RT_KEY', model: 'gpt-4o-transcribe' } } },
+        pricing: { stt: { 'whisper/gpt-4o-transcribe': { usdPerMinute: 0.006 } } },
+      },
       connections: () => emu.connections.length,
       lastClosed: () => emu.connections.at(-1)?.record.closed ?? false,
       close: () => emu.close(),

@@ -25,7 +25,10 @@ beforeAll(async () => {
   local = await startOpenAiChatEmulator({ apiKeys: ['local-key'] });
   gw = await startTestGateway({
     env: { OPENAI_API_KEY: 'sk-test-key', OPENAI_BASE_URL: `${emu.url}/v1`, GEMINI_API_KEY: 'gemini-key', GOOGLE_GEMINI_BASE_URL: gemini.url, LOCAL_LLM_KEY: 'local-key' },
-    file: { llm: { keepAliveS: 0.5, upstreams: { local: { baseUrl: `${local.url}/v1`, apiKey: 'env:LOCAL_LLM_KEY', models: ['llama3'] } } } },
+    file: {
+      llm: { keepAliveS: 0.5, upstreams: { local: { baseUrl: `${local.url}/v1`, apiKey: 'env:LOCAL_LLM_KEY', models: ['llama3'] } } },
+      pricing: { llm: { 'local/*': { free: true } } },
+    },
   });
   client = new OpenAI({ apiKey: await mintToken({ key: TEST_KEY, secret: TEST_SECRET }), baseURL: gw.baseUrl, maxRetries: 0 });
 });

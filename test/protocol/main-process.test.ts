@@ -4,11 +4,14 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { expect, it } from 'vitest';
 
 it('starts, then exits 0 on SIGTERM even after its stdout reader went away', async () => {
   const child = spawn(process.execPath, ['src/main.ts'], {
-    env: { ...process.env, PORT: '0', LOG_LEVEL: 'info', LIVEKIT_API_KEY: 'k', LIVEKIT_API_SECRET: 'secret-with-enough-entropy-0123456789', GATEWAY_CONFIG: '' },
+    env: { ...process.env, USAGE_DB: join(mkdtempSync(join(tmpdir(), 'gw-main-')), 'usage.db'), PORT: '0', LOG_LEVEL: 'info', LIVEKIT_API_KEY: 'k', LIVEKIT_API_SECRET: 'secret-with-enough-entropy-0123456789', GATEWAY_CONFIG: '' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
