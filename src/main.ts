@@ -5,6 +5,7 @@
 import { ConfigError, loadConfig, type GatewayConfig } from './config.ts';
 import { createGateway } from './gateway/server.ts';
 import { createLogger } from './log.ts';
+import { seedBudgetsFromLedger } from './metering/budget-seed.ts';
 import { openLedger, type Ledger } from './metering/ledger.ts';
 import { GatewayMetrics } from './metering/metrics.ts';
 
@@ -50,6 +51,15 @@ else {
 }
 
 const gateway = createGateway(cfg, { log, metrics, ...(ledger ? { usage: ledger, ledger } : {}) });
+if (ledger) {
+  // Budgets survive restarts: today's and this month's spend per key come from the ledger.
+  try {
+    const keys = await seedBudgetsFromLedger(gateway.budgets, ledger);
+    if (keys > 0) log.info({ keys }, 'budgets seeded from the usage ledger');
+  } catch (err) {
+    log.error({ err: (err as Error).message }, 'could not seed budgets from the usage ledger');
+  }
+}
 const addr = await gateway.listen();
 log.info({ host: addr.address, port: addr.port, dev_mode: cfg.devMode, providers: [...cfg.endpoints.keys()] }, 'gateway listening');
 
