@@ -793,6 +793,9 @@ export class TtsSession {
       return;
     }
     this.link?.tick(now);
+    // A takeover's link (after a failover) is not the session's warm link: it needs keep-alives too.
+    const running = this.gen?.attempt?.link;
+    if (running !== undefined && running !== this.link) running.tick(now);
   }
 
   private lastCheckpointAt = Date.now();

@@ -68,13 +68,25 @@ const DIALECT: Dialect = {
 /** Arbitrary constant: serializes schema creation across replicas. */
 const SCHEMA_LOCK = 7_420_191;
 
+/** Longest a statement may run (server side: e.g. waiting on a lock) before it fails and is retried. */
+const QUERY_TIMEOUT_MS = 10_000;
+
 export class PostgresLedgerStore implements LedgerStore {
   readonly backend = 'postgres' as const;
   private readonly pool: pg.Pool;
   private ready: Promise<void> | null = null;
 
-  constructor(url: string, log?: Logger) {
-    this.pool = new pg.Pool({ connectionString: url, max: 4, connectionTimeoutMillis: 5000, idleTimeoutMillis: 30_000 });
+  constructor(url: string, log?: Logger, queryTimeoutMs = QUERY_TIMEOUT_MS) {
+    this.pool = new pg.Pool({
+      connectionString: url,
+      max: 4,
+      connectionTimeoutMillis: 5000,
+      idleTimeoutMillis: 30_000,
+      statement_timeout: queryTimeoutMs,
+      // Client side, a little later: the server's cancel comes first while it answers; this one
+      // covers a server or network that stopped answering (the connection is then discarded).
+      query_timeout: queryTimeoutMs + 2000,
+    });
     // An idle client losing its connection must not crash the process; the next query reconnects.
     this.pool.on('error', (err) => log?.warn({ err: err.message }, 'usage ledger: postgres connection lost'));
   }

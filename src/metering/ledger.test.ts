@@ -162,6 +162,26 @@ describe('Ledger queue', () => {
     await ledger.close(2000);
     expect(store.batches.flat().map((r) => r.id)).toEqual(['x']);
   });
+
+  it('close() gives up on a write that never returns at its deadline and still closes the store', async () => {
+    let closed = false;
+    const store: LedgerStore = {
+      backend: 'postgres',
+      write: () => new Promise<void>(() => undefined),
+      report: () => Promise.reject(new Error('not used')),
+      close: () => {
+        closed = true;
+        return Promise.resolve();
+      },
+    };
+    const ledger = new Ledger(store, { log: silentLogger });
+    ledger.record(rec({ sessionId: 'x' }));
+    await turn();
+    const t0 = Date.now();
+    await ledger.close(200);
+    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(closed).toBe(true);
+  }, 3000);
 });
 
 describe('SQLite store', () => {

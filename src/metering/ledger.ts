@@ -261,17 +261,24 @@ export class Ledger implements UsageSink, UsageReader {
     this.writeNow(rows);
   }
 
-  /** Drain the queue (retrying until `deadlineMs`), then close the database. */
+  /** Drain the queue (retrying until `deadlineMs`, even when a write hangs), then close the database. */
   async close(deadlineMs = 10_000): Promise<void> {
     const until = Date.now() + deadlineMs;
-    await this.flush();
+    const flushBeforeDeadline = async (): Promise<void> => {
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((r) => (timer = setTimeout(r, Math.max(0, until - Date.now()))));
+      await Promise.race([this.flush(), deadline]);
+      clearTimeout(timer);
+    };
+    await flushBeforeDeadline();
     while (this.pending.size > 0 && Date.now() < until) {
       await new Promise((r) => setTimeout(r, Math.min(500, Math.max(0, until - Date.now()))));
-      await this.flush();
+      await flushBeforeDeadline();
     }
     if (this.retryTimer !== null) clearTimeout(this.retryTimer);
     this.retryTimer = null;
     this.closed = true;
+    if (this.writing !== null) this.log.error({ deadline_ms: deadlineMs }, 'usage ledger closed with a write still in flight');
     if (this.pending.size > 0) {
       this.metrics?.ledgerDropped.inc({ backend: this.store.backend, status: 'closed' }, this.pending.size);
       this.log.error({ rows: this.pending.size }, 'usage ledger closed with unwritten records');

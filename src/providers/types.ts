@@ -75,6 +75,8 @@ export interface SttOptions {
 export interface UpstreamRequest {
   url: string;
   headers: Record<string, string>;
+  /** Response header carrying the provider's error text when the upgrade is refused (preferred over the body). */
+  errorHeader?: string;
 }
 
 export interface SttWord {

@@ -15,7 +15,7 @@ import { startElevenLabsEmulator, type ElevenLabsEmulator } from '../emulators/e
 import { startOpenAiSpeechEmulator, type OpenAiSpeechEmulator } from '../emulators/openai-speech.ts';
 import { charFrequency, dominantFrequency } from '../emulators/tts-audio.ts';
 import { TEST_KEY, TEST_SECRET, metricValue, startTestGateway, type TestGateway } from '../helpers/gateway.ts';
-import { MS_PER_CHAR, audioOf, closeAllTtsClients, expectedBytes, generation, startTts, waitUntil } from '../helpers/tts.ts';
+import { MS_PER_CHAR, audioOf, closeAllTtsClients, expectedBytes, generation, startTts, transcript, untilEnd, waitUntil } from '../helpers/tts.ts';
 
 const RATE = 24000;
 const SENTENCES: [string, string, string] = ['The first sentence is here. ', 'The second sentence follows. ', 'And a third one ends it. '];
@@ -169,6 +169,30 @@ describe('fallback before the first audio', () => {
     expect(elapsed).toBeLessThan(4500);
     expect((deepgramSince(dg).at(-1) as DeepgramSpeakConnection).speaks.map((s) => s.text).join('')).toBe(TEXT);
     expect(metricValue(await gw.metricsText(), 'gateway_fallbacks_total', { modality: 'tts', from: 'cartesia', to: 'deepgram', reason: 'no_result' })).toBe(1);
+  });
+
+  it('the takeover link gets keep-alives while the client is slow to send more text (ElevenLabs inactivity_timeout)', async () => {
+    const gw = await gateway();
+    const el = elevenlabs.connections.length;
+    const { rec } = await startTts(gw, {
+      fallback: { models: [{ model: 'elevenlabs/eleven_flash_v2_5', voice: 'Xb7hH8MSUJpSbSDYk0k2', extra: { inactivity_timeout: 5 } }] },
+    });
+    cartesia.ttsFaults.errorAfterChars = { chars: 0, statusCode: 500 };
+    const from = rec.messages.length;
+    rec.send(transcript(SENTENCES[0]));
+    await waitUntil(() => elevenlabs.connections.length > el, 'the ElevenLabs takeover socket');
+    const takeover = elevenlabs.connections.at(-1) as (typeof elevenlabs.connections)[number];
+    // No more text for a while (the client's LLM is slow): the gateway's keep-alive is due every
+    // 5 s / 3; without it ElevenLabs ends the socket after 5 s of silence.
+    await waitUntil(() => takeover.counts.keepAlive > 0, 'a keep-alive on the takeover socket', 4000);
+    rec.send(transcript(SENTENCES[1]));
+    rec.send(transcript(SENTENCES[2]));
+    rec.send({ type: 'session.flush' });
+    const msgs = await untilEnd(rec, from);
+    expect(msgs.filter((m) => m.type === 'error')).toEqual([]);
+    expect(msgs.at(-1)?.type).toBe('done');
+    expect(takeover.errors).toEqual([]);
+    expect(heard(audioOf(msgs))).toEqual(tones(TEXT));
   });
 
   it('a configured route lists the candidates; its voices come with it', async () => {

@@ -5,11 +5,12 @@
  *
  * Proves: the same reports as SQLite; upserts never downgrade a closed row; two replicas creating
  * the schema and writing at once; rows queued through a database outage are written after it;
+ * a write blocked on a lock or on a server that stopped answering fails at its timeout (retried);
  * the gateway (in process and `node src/main.ts` with USAGE_DATABASE_URL) writes checkpoints and
  * final records of real STT sessions and serves them on GET /v1/usage.
  */
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { silentLogger } from '../../src/log.ts';
 import { Ledger, openLedger } from '../../src/metering/ledger.ts';
 import { parseUsageQuery } from '../../src/metering/ledger-report.ts';
@@ -135,6 +136,71 @@ describe('PostgreSQL ledger store', () => {
     ]);
     expect((await metrics.ledgerWriteErrors.get()).values[0]?.value).toBeGreaterThan(0);
   }, 30_000);
+
+  it('a write blocked on a lock fails at the statement timeout; its rows stay queued and are written later', async () => {
+    const url = await freshDatabase();
+    const metrics = new GatewayMetrics({ defaultMetrics: false });
+    const store = new PostgresLedgerStore(url, undefined, 300);
+    await store.ensureSchema();
+    const ledger = new Ledger(store, { log: silentLogger, metrics, retryMs: 60_000 });
+    const locker = new pg.Client({ connectionString: url });
+    await locker.connect();
+    try {
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE usage_records IN ACCESS EXCLUSIVE MODE');
+      ledger.record(rec({ sessionId: 'blocked' }));
+      const t0 = Date.now();
+      await ledger.flush();
+      expect(Date.now() - t0).toBeLessThan(2000);
+      expect(ledger.queued).toBe(1);
+      expect((await metrics.ledgerWriteErrors.get()).values[0]?.value).toBe(1);
+      await locker.query('ROLLBACK');
+    } finally {
+      await locker.end();
+    }
+    await ledger.flush();
+    expect(ledger.queued).toBe(0);
+    await ledger.close();
+    expect(await query(url, 'SELECT id, status FROM usage_records')).toEqual([{ id: 'blocked', status: 'closed' }]);
+  }, 10_000);
+
+  it('a server that stops answering fails the write at the client-side query timeout', async () => {
+    const url = await freshDatabase();
+    const ledger = new Ledger(new PostgresLedgerStore(url, undefined, 300), { log: silentLogger, retryMs: 60_000 });
+    ledger.record(rec({ sessionId: 'first' }));
+    await ledger.flush();
+    // The pool's one connection: its backend process is frozen, so it never answers (nor runs its statement_timeout).
+    const backends = await query<{ pid: number }>(
+      url,
+      `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()`,
+    );
+    expect(backends).toHaveLength(1);
+    const thaw = (): void => {
+      for (const b of backends) {
+        try {
+          process.kill(b.pid, 'SIGCONT');
+        } catch {
+          // Already gone: thawed once, it saw its client's connection closed and exited.
+        }
+      }
+    };
+    // Also when the test times out: a frozen backend would block the server's shutdown.
+    onTestFinished(thaw);
+    for (const b of backends) process.kill(b.pid, 'SIGSTOP');
+    try {
+      ledger.record(rec({ sessionId: 'second' }));
+      const t0 = Date.now();
+      await ledger.flush();
+      expect(Date.now() - t0).toBeLessThan(5000);
+      expect(ledger.queued).toBe(1);
+    } finally {
+      thaw();
+    }
+    await ledger.flush();
+    expect(ledger.queued).toBe(0);
+    await ledger.close();
+    expect(await query(url, 'SELECT id FROM usage_records ORDER BY id')).toEqual([{ id: 'first' }, { id: 'second' }]);
+  }, 15_000);
 });
 
 describe('gateway with USAGE_DATABASE_URL', () => {

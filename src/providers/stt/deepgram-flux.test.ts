@@ -166,6 +166,7 @@ describe('deepgram flux request and validation', () => {
     const req = deepgramFluxStt.request(deepgramFluxStt.validate(o), endpoint);
     const url = new URL(req.url);
     expect(`${url.protocol}//${url.host}${url.pathname}`).toBe('https://api.deepgram.com/v2/listen');
+    expect(req.errorHeader).toBe('dg-error');
     const q = url.searchParams;
     expect(q.get('model')).toBe('flux-general-en');
     expect(q.get('encoding')).toBe('linear16');

@@ -433,6 +433,7 @@ export const deepgramFluxStt: SttAdapter = {
     return {
       url: `${base}/v2/listen?${buildQuery(fluxConfig(opts)).toString()}`,
       headers: { Authorization: `Token ${endpoint.apiKey}` },
+      errorHeader: 'dg-error',
     };
   },
   createCodec(opts: SttOptions): SttCodec {

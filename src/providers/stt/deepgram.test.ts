@@ -101,6 +101,8 @@ describe('deepgram request', () => {
     expect(url.searchParams.getAll('keyterm')).toEqual(['LiveKit', 'a&b=c d']);
     expect(req.url).not.toContain('a&b=c d');
     expect(req.headers).toEqual({ Authorization: 'Token dg-secret-key' });
+    // A refused upgrade's reason is in Deepgram's dg-error header (ws-upstream reads the header named here).
+    expect(req.errorHeader).toBe('dg-error');
   });
 
   it('drops empty keyterm arrays (the client always injects keyterm: [])', () => {

@@ -371,6 +371,7 @@ export const deepgramListenV1: SttAdapter = {
     return {
       url: `${base}/v1/listen?${buildQuery(opts).toString()}`,
       headers: { Authorization: `Token ${endpoint.apiKey}` },
+      errorHeader: 'dg-error',
     };
   },
   createCodec(): SttCodec {

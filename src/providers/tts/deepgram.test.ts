@@ -81,6 +81,7 @@ describe('deepgram tts request', () => {
     const req = deepgramTts.request(o, endpoint);
     expect(req.url).toBe('https://api.deepgram.com/v1/speak?model=aura-2-thalia-en&encoding=linear16&sample_rate=16000&mip_opt_out=true&speed=0.9');
     expect(req.headers).toEqual({ Authorization: 'Token dg-secret-key' });
+    expect(req.errorHeader).toBe('dg-error');
     expect(deepgramTts.connectionKey(o)).not.toContain('dg-secret-key');
   });
 

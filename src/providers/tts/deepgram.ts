@@ -189,6 +189,7 @@ export const deepgramTts: TtsWsAdapter = {
     return {
       url: `${endpoint.baseUrl.replace(/\/+$/, '')}/v1/speak?${query(opts)}`,
       headers: { Authorization: `Token ${endpoint.apiKey}` },
+      errorHeader: 'dg-error',
     };
   },
   createCodec: () => new DeepgramSpeakCodec(),

@@ -38,9 +38,9 @@ export function providerReason(text: string): string {
   return clean.length > 200 ? `${clean.slice(0, 200)}...` : clean;
 }
 
-function handshakeError(status: number, providerLabel: string, body: string, dgError: string | undefined): GatewayError {
+function handshakeError(status: number, providerLabel: string, body: string, headerText: string | undefined): GatewayError {
   const code = codeForUpstreamStatus(status);
-  const detail = providerReason(dgError ?? body);
+  const detail = providerReason(headerText ?? body);
   const what =
     status === 401 || status === 403
       ? 'provider rejected credentials'
@@ -88,7 +88,7 @@ export function connectUpstream(
     let size = 0;
     const done = (): void => {
       const body = Buffer.concat(chunks).toString('utf8');
-      const header = res.headers['dg-error'];
+      const header = req.errorHeader === undefined ? undefined : res.headers[req.errorHeader.toLowerCase()];
       fail(handshakeError(res.statusCode ?? 502, opts.providerLabel, body, typeof header === 'string' ? header : undefined));
     };
     res.on('data', (c: Buffer) => {
