@@ -125,6 +125,8 @@ export const fileSchema = z.strictObject({
       keepAliveS: seconds(30).default(3),
       /** Time allowed for a provider to answer with response headers. */
       headersTimeoutS: seconds(600).default(60),
+      /** Streaming: after the response headers, no byte from the provider for this long -> the attempt is given up. */
+      streamIdleS: seconds(600).default(30),
       /** Custom OpenAI-compatible upstreams (vLLM, Ollama, llama.cpp server...), by provider id. */
       upstreams: z
         .record(

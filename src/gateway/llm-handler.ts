@@ -14,6 +14,12 @@
  * the next candidate on any provider failure (including an in-band error before output and, when
  * streaming, no body byte for `firstTokenS`) except a refusal of the request itself (400, 413).
  * Every candidate failed -> one error listing each attempt's cause.
+ *
+ * A stream that goes quiet after its first byte (`llm.streamIdleS` without a byte) is given up
+ * like any failed attempt: another candidate before visible output, else an SSE error event.
+ * Keep-alive comments go out only while the provider is not past that limit. A request that
+ * ends in an error after producing output is billed like a cancelled one (the vendor's usage,
+ * else an estimate). Requests in flight are tracked until their usage is recorded, for shutdown.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
@@ -77,11 +83,6 @@ function toUsage(u: unknown): LlmUsage | null {
   const prompt = num(u.prompt_tokens);
   const completion = num(u.completion_tokens);
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: num(u.total_tokens) || prompt + completion, cached_tokens: num(details.cached_tokens) };
-}
-
-/** Bounded label value for a model name chosen by clients. */
-function modelLabel(model: string): string {
-  return model.length <= 100 ? model : 'invalid';
 }
 
 /** Watches the chunks going to the client: finish, usage, visible output, text for estimates. */
@@ -149,10 +150,33 @@ class ChunkInspector {
 export interface LlmHandler {
   chatCompletions(req: IncomingMessage, res: ServerResponse, apiKey: string, meta: RequestMeta): Promise<void>;
   models(res: ServerResponse): void;
+  /** Requests whose usage is not recorded yet. */
+  readonly inFlight: number;
+  /** Resolves true once every request in flight has recorded its usage, false when `timeoutMs` passes first. */
+  drain(timeoutMs: number): Promise<boolean>;
 }
 
 export function createLlmHandler(deps: LlmDeps): LlmHandler {
   const { cfg, metrics, log } = deps;
+  /** One promise per request, resolved once its usage is recorded (or it ended without any). */
+  const inFlight = new Set<Promise<void>>();
+
+  async function drain(timeoutMs: number): Promise<boolean> {
+    if (inFlight.size === 0) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), timeoutMs);
+    });
+    const all = (async (): Promise<true> => {
+      while (inFlight.size > 0) await Promise.all([...inFlight]);
+      return true;
+    })();
+    try {
+      return await Promise.race([all, deadline]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
 
   function models(res: ServerResponse): void {
     const data: Json[] = [];
@@ -167,6 +191,21 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
   }
 
   async function chatCompletions(req: IncomingMessage, res: ServerResponse, apiKey: string, meta: RequestMeta): Promise<void> {
+    const track: Tracking = { recorded: () => {}, started: false };
+    const recorded = new Promise<void>((resolve) => {
+      track.recorded = resolve;
+    });
+    inFlight.add(recorded);
+    void recorded.then(() => inFlight.delete(recorded));
+    try {
+      await serve(req, res, apiKey, meta, track);
+    } finally {
+      // Refused before any attempt: nothing will be recorded.
+      if (!track.started) track.recorded();
+    }
+  }
+
+  async function serve(req: IncomingMessage, res: ServerResponse, apiKey: string, meta: RequestMeta, track: Tracking): Promise<void> {
     const startedAt = new Date();
     const t0 = performance.now();
     if (deps.limits) {
@@ -281,11 +320,18 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
     let route = first.route;
     let { ctx, spec, clientWantsUsage, newTranslator } = first.prepared;
 
-    let labels = { provider: route.provider, model: modelLabel(route.model) };
+    let labels = { provider: route.provider, model: route.metricModel };
     const sse = new SseWriter(res);
     const inspector = new ChunkInspector();
     let abort: (() => void) | null = null;
     let done = false;
+    /** An ending is under way (its usage estimate is being computed): nothing else may end the request. */
+    let finishing = false;
+    /** Streaming: when the current attempt last sent a body byte (0: none yet, `firstTokenS` watches the wait for it). */
+    let lastUpstreamAt = 0;
+    /** The current attempt's number (1, 2, ...), for the stall check of the keep-alive timer. */
+    let current = 1;
+    const idleMs = cfg.file.llm.streamIdleS * 1000;
     let outcome = 'ok';
     let keepAlive: NodeJS.Timeout | null = null;
     const timeoutMs = Math.round(cfg.file.llm.headersTimeoutS * 1000) * (stream ? 1 : 10);
@@ -306,7 +352,7 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
         metrics.llmTokens.inc({ ...l, kind: 'completion' }, usage.completion_tokens);
         if (usage.cached_tokens > 0) metrics.llmTokens.inc({ ...l, kind: 'cached' }, usage.cached_tokens);
       }
-      const costUsd = usage ? deps.cost.llm(route.provider, route.model, apiKey, usage) : 0;
+      const costUsd = usage ? deps.cost.llm(route.provider, route.model, apiKey, usage, labels.model) : 0;
       deps.usage.record({
         modality: 'llm',
         sessionId: id,
@@ -323,13 +369,31 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
         ...(errorCode !== undefined ? { errorCode } : {}),
         meta,
       });
+      track.recorded();
+    };
+
+    /**
+     * End with what was produced so far: the vendor's usage, else an estimate when anything was
+     * produced (a request cut off after output is not free) or `estimateAlways`, else no tokens.
+     */
+    const finishWithProduced = (result: string, errorCode?: number, estimateAlways = false): void => {
+      if (done || finishing) return;
+      finishing = true;
+      if (inspector.usage || !(estimateAlways || inspector.visible || inspector.toolCalls)) {
+        finish(result, inspector.usage, false, errorCode);
+        return;
+      }
+      void usageOrEstimate().then(
+        ({ usage, estimated }) => finish(result, usage, estimated, errorCode),
+        () => finish(result, null, false, errorCode),
+      );
     };
 
     res.on('close', () => {
-      if (done) return;
+      if (done || finishing) return;
       abort?.();
       // The client went away: bill what the vendor reported so far, else estimate what was produced.
-      void usageOrEstimate().then(({ usage, estimated }) => finish('cancelled', usage, estimated));
+      finishWithProduced('cancelled', undefined, true);
     });
 
     const usageOrEstimate = async (): Promise<{ usage: LlmUsage; estimated: boolean }> => {
@@ -340,7 +404,7 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
     };
 
     const fail = (err: GatewayError): void => {
-      if (done) return;
+      if (done || finishing) return;
       log.warn({ model: route.label, code: err.status, err: err.message }, 'llm request failed');
       if (!sse.isStarted) {
         if (!res.headersSent && !res.destroyed) sendError(res, err);
@@ -348,7 +412,7 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
         sse.data(JSON.stringify({ error: { message: err.message, type: ERROR_TABLE[err.code].type, code: err.status } }));
         sse.end();
       }
-      finish(err.code, inspector.usage, false, err.status);
+      finishWithProduced(err.code, err.status);
     };
 
     const endStream = async (translator: LlmStreamTranslator | null): Promise<void> => {
@@ -392,6 +456,8 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
     };
 
     const attempt = (n: number): void => {
+      current = n;
+      lastUpstreamAt = 0;
       const parser = new SseParser();
       const translator = newTranslator ? newTranslator() : null;
       const chunks: Buffer[] = [];
@@ -414,16 +480,28 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
         { timeoutMs, label: route.provider },
         {
           onResponse: () => {
-            if (!stream || sse.isStarted) return;
+            if (!stream) return;
+            // Without a first-token limit, the stall limit also covers the wait for the first byte.
+            if (plan.firstEventMs === 0) lastUpstreamAt = Date.now();
+            if (sse.isStarted) return;
             sse.start();
             const every = cfg.file.llm.keepAliveS * 1000;
             keepAlive = setInterval(() => {
-              if (!inspector.visible && Date.now() - sse.lastWriteAt >= every) sse.comment('keep-alive');
-            }, Math.min(every, 1000));
+              const now = Date.now();
+              if (lastUpstreamAt > 0 && now - lastUpstreamAt >= idleMs) {
+                // The provider went quiet mid-stream: keep-alives would hide that from the client forever.
+                if (done || finishing) return;
+                abort?.();
+                retryOrFail(new GatewayError('provider_timeout', `${route.provider}: provider stream stalled for ${idleMs / 1000} s`), 'dead_air', current);
+                return;
+              }
+              if (!inspector.visible && now - sse.lastWriteAt >= every) sse.comment('keep-alive');
+            }, Math.min(every, idleMs, 1000));
             keepAlive.unref();
           },
           onData: (chunk) => {
             if (done) return;
+            lastUpstreamAt = Date.now();
             if (!sawData) {
               sawData = true;
               clearTimeout(firstEvent);
@@ -474,7 +552,7 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
                   // A vendor's mid-stream error goes to the client as is (the SDK raises it).
                   sse.data(ev.data);
                   sse.end();
-                  finish('provider_error', inspector.usage, false, 502);
+                  finishWithProduced('provider_error', 502);
                   return;
                 }
               }
@@ -505,7 +583,7 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
      * (except for a refusal of the request itself); none left -> every attempt's cause.
      */
     const retryOrFail = (err: GatewayError, reason: string, n: number): void => {
-      if (done) return;
+      if (done || finishing) return;
       clearFirstEvent();
       // A refusal of the request itself is not the provider's failure, and no other candidate would take it.
       const clientError = err.code === 'bad_request' || err.code === 'payload_too_large';
@@ -533,7 +611,7 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
       }
       route = next.route;
       ({ ctx, spec, clientWantsUsage, newTranslator } = next.prepared);
-      labels = { provider: route.provider, model: modelLabel(route.model) };
+      labels = { provider: route.provider, model: route.metricModel };
       metrics.fallbacks.inc({ modality: 'llm', from: from.provider, to: route.provider, reason });
       log.warn({ from: from.label, to: route.label, reason, code: err.status, err: err.message }, 'llm fallback');
       attempt(n + 1);
@@ -575,9 +653,25 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
     };
 
     attempt(1);
+    track.started = true;
   }
 
-  return { chatCompletions, models };
+  return {
+    chatCompletions,
+    models,
+    get inFlight() {
+      return inFlight.size;
+    },
+    drain,
+  };
+}
+
+/** One request's usage record, awaited by shutdown (`drain`). */
+interface Tracking {
+  /** Called once its usage is recorded (idempotent). */
+  recorded: () => void;
+  /** An attempt was started: `finish` will call `recorded`. */
+  started: boolean;
 }
 
 /** The upstream request for one candidate (llm-handler `prepare`). */

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { fileSchema, resolveConfig } from '../config.ts';
 import { GatewayError } from '../protocol/errors.ts';
 import { normalizePath, requestMeta } from './http.ts';
-import { parseModelString, resolveSttRoute } from './routing.ts';
+import { parseModelString, resolveLlmRoute, resolveSttRoute } from './routing.ts';
 
 const cfgWith = (env: Record<string, string>) => resolveConfig(fileSchema.parse({}), { LIVEKIT_API_KEY: 'k', LIVEKIT_API_SECRET: 's', ...env });
 
@@ -83,5 +83,35 @@ describe('auto STT routing and configured upstreams', () => {
     expect(resolveSttRoute('whisper/distil:en', cfg)).toMatchObject({ route: { model: 'distil' }, language: 'en' });
     expect(() => withFile({ stt: { upstreams: { deepgram: { protocol: 'openai-realtime', baseUrl: 'http://x', model: 'm' } } } }, {})).toThrow(/built-in provider/);
     expect(() => fileSchema.parse({ stt: { upstreams: { x: { protocol: 'grpc', baseUrl: 'http://x', model: 'm' } } } })).toThrow();
+  });
+});
+
+describe('bounded metric labels for client-chosen model ids', () => {
+  const withFile = (file: unknown, env: Record<string, string>) => resolveConfig(fileSchema.parse(file), { LIVEKIT_API_KEY: 'k', LIVEKIT_API_SECRET: 's', ...env });
+
+  it('LLM: a known model is its own label; a dated snapshot is its price key; any id of a provider/* price is "*"', () => {
+    const cfg = withFile(
+      { llm: { upstreams: { local: { baseUrl: 'http://127.0.0.1:8000/v1', models: ['llama-3.1-8b'] } } }, pricing: { llm: { 'local/*': { free: true } } } },
+      { OPENAI_API_KEY: 'sk' },
+    );
+    expect(resolveLlmRoute('openai/gpt-4o', cfg).metricModel).toBe('gpt-4o');
+    const dated = resolveLlmRoute('openai/gpt-4o-20991231', cfg);
+    expect(dated).toMatchObject({ model: 'gpt-4o-20991231', metricModel: 'gpt-4o', label: 'openai/gpt-4o-20991231' });
+    expect(resolveLlmRoute('local/llama-3.1-8b', cfg).metricModel).toBe('llama-3.1-8b');
+    const anyId = resolveLlmRoute('local/random-model-123456', cfg);
+    expect(anyId).toMatchObject({ model: 'random-model-123456', metricModel: '*' });
+  });
+
+  it('STT: a custom upstream labels its configured model as is, any other model id by its price key', () => {
+    const cfg = withFile(
+      {
+        stt: { upstreams: { whisper: { protocol: 'openai-realtime', baseUrl: 'http://127.0.0.1:9000/v1', model: 'large-v3' } } },
+        pricing: { stt: { 'whisper/*': { free: true }, 'whisper/distil': { usdPerMinute: 0.001 } } },
+      },
+      {},
+    );
+    expect(resolveSttRoute('whisper', cfg).route.metricModel).toBe('large-v3');
+    expect(resolveSttRoute('whisper/distil', cfg).route.metricModel).toBe('distil');
+    expect(resolveSttRoute('whisper/client-chosen-0001', cfg).route).toMatchObject({ model: 'client-chosen-0001', metricModel: '*' });
   });
 });

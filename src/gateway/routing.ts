@@ -17,6 +17,8 @@ export interface SttRoute {
   adapter: SttAdapter;
   /** Provider-native model id. */
   model: string;
+  /** `model` as a bounded metric label (`metricModel`); the exact model goes to the ledger and logs. */
+  metricModel: string;
   endpoint: ProviderEndpoint;
   /** `provider/model`, as shown to clients and in logs. */
   label: string;
@@ -54,7 +56,14 @@ export function resolveSttRoute(raw: string | null | undefined, cfg: GatewayConf
     const model = parsed.model ?? custom.model;
     requirePrice(cfg, 'stt', provider, model);
     return {
-      route: { provider, adapter: custom.adapter, model, endpoint: custom.endpoint, label: `${provider}/${model}` },
+      route: {
+        provider,
+        adapter: custom.adapter,
+        model,
+        metricModel: metricModel(cfg, 'stt', provider, model, [custom.model]),
+        endpoint: custom.endpoint,
+        label: `${provider}/${model}`,
+      },
       language: parsed.language,
     };
   }
@@ -76,7 +85,7 @@ export function resolveSttRoute(raw: string | null | undefined, cfg: GatewayConf
   }
   requirePrice(cfg, 'stt', provider, match.model);
   return {
-    route: { provider, adapter: match.adapter, model: match.model, endpoint, label: `${provider}/${match.model}` },
+    route: { provider, adapter: match.adapter, model: match.model, metricModel: match.model, endpoint, label: `${provider}/${match.model}` },
     language: parsed.language,
   };
 }
@@ -308,6 +317,8 @@ export interface LlmRoute {
   adapter: LlmAdapter;
   /** Provider-native model id (everything after the first `/`). */
   model: string;
+  /** `model` as a bounded metric label (`metricModel`); the exact model goes to the ledger and logs. */
+  metricModel: string;
   endpoint: ProviderEndpoint;
   label: string;
 }
@@ -324,7 +335,14 @@ export function resolveLlmRoute(raw: unknown, cfg: GatewayConfig): LlmRoute {
   if (custom) {
     if (!MODEL_ID.test(model)) throw new GatewayError('bad_request', `invalid model "${raw.slice(0, 100)}"; expected "${provider}/<model>"`);
     requirePrice(cfg, 'llm', provider, model);
-    return { provider, adapter: customLlmVendor, model, endpoint: custom.endpoint, label: `${provider}/${model}` };
+    return {
+      provider,
+      adapter: customLlmVendor,
+      model,
+      metricModel: metricModel(cfg, 'llm', provider, model, custom.models),
+      endpoint: custom.endpoint,
+      label: `${provider}/${model}`,
+    };
   }
   const adapter = findLlmAdapter(provider);
   if (!adapter) {
@@ -338,7 +356,19 @@ export function resolveLlmRoute(raw: unknown, cfg: GatewayConfig): LlmRoute {
     throw new GatewayError('bad_request', `provider ${provider} has no credentials configured on this gateway (set ${variable})`);
   }
   requirePrice(cfg, 'llm', provider, model);
-  return { provider, adapter, model, endpoint, label: `${provider}/${model}` };
+  return { provider, adapter, model, metricModel: metricModel(cfg, 'llm', provider, model, adapter.models ?? []), endpoint, label: `${provider}/${model}` };
+}
+
+/**
+ * A model id as a metric label: clients choose model ids (dated snapshots, any id of a
+ * `provider/*` price), and each distinct label value is a new Prometheus series. The model when
+ * it is one of the provider's known models, else the model part of the price key that matched
+ * (`gpt-4o` for `gpt-4o-2024-08-06`, `*`), else `other`.
+ */
+function metricModel(cfg: GatewayConfig, modality: 'stt' | 'llm', provider: string, model: string, known: readonly string[]): string {
+  if (known.includes(model)) return model;
+  const key = (modality === 'stt' ? cfg.prices.stt(provider, model) : cfg.prices.llm(provider, model))?.key;
+  return key ? key.slice(key.indexOf('/') + 1) : 'other';
 }
 
 /** No silent $0 (docs/pricing.md): a model without a price (or `free: true`) is refused. */

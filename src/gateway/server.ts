@@ -54,6 +54,9 @@ const HTTP_ROUTES = new Map<string, string>([
   ['/v1/models', 'GET'],
 ]);
 
+/** At shutdown, how long LLM requests cut at the deadline get to record their usage. */
+const CUT_RECORD_MS = 5000;
+
 /** Paths that exist in the LiveKit protocol but are not served: 404 at the upgrade. */
 const UNSERVED_WS = new Set(['/v1/eot', '/v1/bargein']);
 
@@ -254,14 +257,19 @@ export function createGateway(cfg: GatewayConfig, opts: GatewayOptions): Gateway
       // Keep listening while live sessions finish: load balancers see 503 on /readyz and new
       // upgrades get 503 with Retry-After, instead of connection refused.
       server.closeIdleConnections();
-      const clean = await sessions.drain(cfg.file.server.shutdownTimeoutS * 1000);
+      const deadlineMs = cfg.file.server.shutdownTimeoutS * 1000;
+      // LLM completions in flight finish too (they are HTTP requests, not sessions).
+      const [clean, llmClean] = await Promise.all([sessions.drain(deadlineMs), llm.drain(deadlineMs)]);
       if (!clean) log.warn({ remaining: sessions.size }, 'shutdown deadline passed with live sessions');
+      if (!llmClean) log.warn({ remaining: llm.inFlight }, 'shutdown deadline passed with LLM requests in flight');
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       // Upgraded sockets are not HTTP connections: the transport cuts whatever is still open.
       await transport.close();
       ttsPool.close();
       sessions.stop();
       server.closeAllConnections();
+      // Completions cut just now record their usage (an estimate) on close: the ledger closes after us.
+      if (!(await llm.drain(CUT_RECORD_MS))) log.warn({ remaining: llm.inFlight }, 'LLM usage not recorded at shutdown');
       await closed;
     },
   };

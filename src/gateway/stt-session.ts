@@ -364,9 +364,10 @@ export class SttSession {
     this.active = index;
     this.route = route;
     this.opts = opts;
+    // Metric label (bounded); its price is the exact model's (a price key's model resolves to that key).
     this.meter = new SttMeter(this.deps.metrics.sttAudioSeconds, sampleRate, {
       provider: route.provider,
-      model: route.model,
+      model: route.metricModel,
       apiKey: this.ctx.apiKey,
     }, this.deps.cost);
     this.phase = 'active';
@@ -593,7 +594,7 @@ export class SttSession {
     const wanted = this.keepHistory ? Math.max(link.fromPos, Math.min(this.lastFinalPos, start)) : link.fromPos;
     if (start > wanted) {
       const lost = (start - wanted) / this.bps;
-      this.deps.metrics.sttAudioDroppedSeconds.inc({ provider: link.route.provider, model: link.route.model }, lost);
+      this.deps.metrics.sttAudioDroppedSeconds.inc({ provider: link.route.provider, model: link.route.metricModel }, lost);
       this.log.warn({ dropped_s: lost }, 'audio dropped while the upstream was connecting');
     }
     link.offsetS = start / this.bps;
@@ -618,7 +619,7 @@ export class SttSession {
       link.replay = true;
       this.replayedBytes += replayed;
       this.deps.metrics.sttReplayedAudioSeconds.inc(
-        { provider: link.route.provider, model: link.route.model, api_key: this.ctx.apiKey },
+        { provider: link.route.provider, model: link.route.metricModel, api_key: this.ctx.apiKey },
         replayed / this.bps,
       );
       this.log.info({ provider: link.route.provider, replayed_s: replayed / this.bps }, 'stt audio replayed to the next candidate');
@@ -674,12 +675,12 @@ export class SttSession {
     this.route = cand.route;
     this.opts = cand.opts;
     this.reconnectPending = false;
-    (this.meter as SttMeter).rebind(cand.route.provider, cand.route.model);
+    (this.meter as SttMeter).rebind(cand.route.provider, cand.route.metricModel);
     const from = Math.max(this.lastFinalPos, this.pos - this.replayBytes, 0);
     if (from > this.lastFinalPos) {
       // Speech since the last final outlasted the replay buffer: its start is lost to the transcript.
       const lost = (from - this.lastFinalPos) / this.bps;
-      this.deps.metrics.sttAudioDroppedSeconds.inc({ provider: cand.route.provider, model: cand.route.model }, lost);
+      this.deps.metrics.sttAudioDroppedSeconds.inc({ provider: cand.route.provider, model: cand.route.metricModel }, lost);
       this.log.warn({ dropped_s: lost }, 'audio since the last final exceeds the replay buffer');
     }
     const fresh = this.openLink(next, from);
@@ -752,7 +753,7 @@ export class SttSession {
     this.reconnectPending = false;
     const old = this.link;
     if (old) this.retire(old);
-    (this.meter as SttMeter).rebind(this.route.provider, this.route.model);
+    (this.meter as SttMeter).rebind(this.route.provider, this.route.metricModel);
     this.log.info({ model: this.route.label }, 'stt upstream reconnect for new options');
     // A link that never opened hands its unsent audio on.
     this.openLink(this.active, old && !old.open && !old.dead ? old.fromPos : this.pos);
@@ -803,7 +804,7 @@ export class SttSession {
           if (current) this.completeFinalize();
           break;
         case 'provider_usage':
-          this.deps.metrics.sttProviderAudioSeconds.inc({ provider: link.route.provider, model: link.route.model }, ev.audioSeconds);
+          this.deps.metrics.sttProviderAudioSeconds.inc({ provider: link.route.provider, model: link.route.metricModel }, ev.audioSeconds);
           break;
         case 'error':
           if (current) this.failover(link, ev.error, 'error');
@@ -816,7 +817,7 @@ export class SttSession {
     if (!this.firstResultSeen && seg.text && this.firstAudioAt > 0) {
       this.firstResultSeen = true;
       this.deps.metrics.sttFirstResultSeconds.observe(
-        { provider: link.route.provider, model: link.route.model },
+        { provider: link.route.provider, model: link.route.metricModel },
         (Date.now() - this.firstAudioAt) / 1000,
       );
     }
@@ -963,7 +964,7 @@ export class SttSession {
     m.sessionsActive.dec({ modality: 'stt' });
     const provider = this.route?.provider ?? 'none';
     const model = this.route?.model ?? 'none';
-    m.requests.inc({ modality: 'stt', provider, model, outcome });
+    m.requests.inc({ modality: 'stt', provider, model: this.route?.metricModel ?? 'none', outcome });
     if (this.route && this.meter) {
       this.deps.usage.record({
         modality: 'stt',

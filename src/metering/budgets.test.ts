@@ -120,12 +120,12 @@ describe('cost meter', () => {
   it('TTS and LLM increments reach the counter and the budget; unpriced usage is counted, never silently $0', async () => {
     const { metrics, cost, budgets } = costSetup({}, { keys: { k: { dailyUsd: 0.001 } } });
     expect(cost.tts('openai', 'tts-1', 'k', 40)).toBeCloseTo(40 * 15e-6, 15);
-    const usd = cost.llm('openai', 'gpt-4.1-mini', 'k', { prompt_tokens: 1000, completion_tokens: 500, cached_tokens: 0 });
+    const usd = cost.llm('openai', 'gpt-4.1-mini', 'k', { prompt_tokens: 1000, completion_tokens: 500, cached_tokens: 0 }, 'gpt-4.1-mini');
     expect(usd).toBeCloseTo((1000 * 0.4 + 500 * 1.6) / 1e6, 15);
     expect(await sample(metrics, 'gateway_cost_usd_total', { modality: 'llm', provider: 'openai', model: 'gpt-4.1-mini', api_key: 'k' })).toBeCloseTo(usd, 15);
     expect(budgets.status('k')[0]?.spentUsd).toBeCloseTo(usd + 40 * 15e-6, 15);
     expect(budgets.check('k', 'llm')?.status).toBe(429);
-    expect(cost.llm('nobody', 'x', 'k', { prompt_tokens: 1, completion_tokens: 1, cached_tokens: 0 })).toBe(0);
+    expect(cost.llm('nobody', 'x', 'k', { prompt_tokens: 1, completion_tokens: 1, cached_tokens: 0 }, 'x')).toBe(0);
     expect(await sample(metrics, 'gateway_cost_unpriced_total', { modality: 'llm', provider: 'nobody', model: 'x' })).toBe(1);
   });
 });

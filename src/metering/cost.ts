@@ -52,15 +52,24 @@ export class CostMeter {
     return usd;
   }
 
-  /** Cost of one LLM request's tokens; counted, and returned. */
-  llm(provider: string, model: string, apiKey: string, usage: Pick<LlmUsage, 'prompt_tokens' | 'completion_tokens' | 'cached_tokens'>): number {
+  /**
+   * Cost of one LLM request's tokens; counted, and returned. Priced by the exact `model`;
+   * counted under `label` (the route's bounded metric label: clients choose model ids).
+   */
+  llm(
+    provider: string,
+    model: string,
+    apiKey: string,
+    usage: Pick<LlmUsage, 'prompt_tokens' | 'completion_tokens' | 'cached_tokens'>,
+    label: string,
+  ): number {
     const rate = this.prices.llm(provider, model);
     if (!rate) {
-      this.unpriced('llm', provider, model);
+      this.unpriced('llm', provider, label);
       return 0;
     }
     const usd = llmCost(rate, usage);
-    this.add('llm', provider, model, apiKey, usd);
+    this.add('llm', provider, label, apiKey, usd);
     return usd;
   }
 }
