@@ -32,6 +32,7 @@
  *   keeping the session's timeline exact.
  * - No `sampleRates` capability: the docs do not restrict PCM rates (examples 8000-48000).
  */
+import { parseJsonObject } from '../upstream/json.ts';
 import { GatewayError, type ErrorCode } from '../../protocol/errors.ts';
 import { validateOptions, type OptionSpec } from '../options.ts';
 import { providerReason } from '../upstream/ws-upstream.ts';
@@ -393,14 +394,8 @@ export class AssemblyAiCodec implements SttCodec {
   }
 
   decode(data: Buffer, isBinary: boolean): SttEvent[] {
-    if (isBinary) return [];
-    let msg: AaiMessage;
-    try {
-      msg = JSON.parse(data.toString('utf8')) as AaiMessage;
-    } catch {
-      return [];
-    }
-    if (typeof msg !== 'object' || msg === null || Array.isArray(msg)) return [];
+    const msg = parseJsonObject<AaiMessage>(data, isBinary);
+    if (msg === null) return [];
     if (msg.type === 'Error' || typeof msg.error === 'string') {
       const code = typeof msg.error_code === 'number' ? msg.error_code : null;
       return [{ type: 'error', error: assemblyAiError(code, typeof msg.error === 'string' ? msg.error : '', 'error') }];

@@ -45,6 +45,7 @@
  *   including the order end < eager_end < start with the defaults filled in); never clamped.
  *   `max_silence_duration_secs` has no documented range: 0.1-60 s is accepted.
  */
+import { parseJsonObject } from '../upstream/json.ts';
 import { GatewayError, codeForUpstreamStatus } from '../../protocol/errors.ts';
 import { validateOptions, type OptionSpec } from '../options.ts';
 import type {
@@ -260,13 +261,7 @@ export function cartesiaErrorEvent(msg: CartesiaMessage): SttEvent {
 }
 
 function parse(data: Buffer, isBinary: boolean): CartesiaMessage | null {
-  if (isBinary) return null;
-  try {
-    const msg: unknown = JSON.parse(data.toString('utf8'));
-    return msg !== null && typeof msg === 'object' && !Array.isArray(msg) ? (msg as CartesiaMessage) : null;
-  } catch {
-    return null;
-  }
+  return parseJsonObject<CartesiaMessage>(data, isBinary);
 }
 
 /** Audio position (seconds) of what this connection has sent, counted in `encodeAudio`. */

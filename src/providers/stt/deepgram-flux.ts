@@ -33,6 +33,7 @@
  *   turn only carries the words not yet delivered, so no text is sent twice.
  * - No eager_eot_threshold by default (Deepgram's default): preflight needs the client to set it.
  */
+import { parseJsonObject } from '../upstream/json.ts';
 import { GatewayError } from '../../protocol/errors.ts';
 import { validateOptions, type OptionSpec } from '../options.ts';
 import type {
@@ -331,14 +332,8 @@ export class DeepgramFluxCodec implements SttCodec {
   }
 
   decode(data: Buffer, isBinary: boolean): SttEvent[] {
-    if (isBinary) return [];
-    let msg: FluxMessage;
-    try {
-      msg = JSON.parse(data.toString('utf8')) as FluxMessage;
-    } catch {
-      return [];
-    }
-    if (typeof msg !== 'object' || msg === null) return [];
+    const msg = parseJsonObject<FluxMessage>(data, isBinary);
+    if (msg === null) return [];
     switch (msg.type) {
       case 'TurnInfo':
         return this.onTurnInfo(msg);

@@ -6,6 +6,7 @@
  * One final_transcript per utterance: `is_final` fragments are concatenated until
  * `speech_final`, `from_finalize` or `UtteranceEnd` closes the utterance.
  */
+import { parseJsonObject } from '../upstream/json.ts';
 import { GatewayError } from '../../protocol/errors.ts';
 import type {
   ProviderEndpoint,
@@ -291,14 +292,8 @@ export class DeepgramCodec implements SttCodec {
   }
 
   decode(data: Buffer, isBinary: boolean): SttEvent[] {
-    if (isBinary) return [];
-    let msg: DgMessage;
-    try {
-      msg = JSON.parse(data.toString('utf8')) as DgMessage;
-    } catch {
-      return [];
-    }
-    if (typeof msg !== 'object' || msg === null) return [];
+    const msg = parseJsonObject<DgMessage>(data, isBinary);
+    if (msg === null) return [];
     switch (msg.type) {
       case 'Results':
         return this.onResults(msg);

@@ -36,6 +36,7 @@
  * Defaults: commit_strategy=vad (the provider must endpoint, protocol.md §2.10),
  * include_timestamps=true, include_language_detection=true when no language is given.
  */
+import { parseJsonObject } from '../upstream/json.ts';
 import { GatewayError, type ErrorCode } from '../../protocol/errors.ts';
 import { validateOptions, type OptionSpec } from '../options.ts';
 import { providerReason } from '../upstream/ws-upstream.ts';
@@ -253,14 +254,8 @@ export class ElevenLabsSttCodec implements SttCodec {
   }
 
   decode(data: Buffer, isBinary: boolean): SttEvent[] {
-    if (isBinary) return [];
-    let msg: ScribeMessage;
-    try {
-      msg = JSON.parse(data.toString('utf8')) as ScribeMessage;
-    } catch {
-      return [];
-    }
-    if (typeof msg !== 'object' || msg === null || typeof msg.message_type !== 'string') return [];
+    const msg = parseJsonObject<ScribeMessage>(data, isBinary);
+    if (msg === null || typeof msg.message_type !== 'string') return [];
     switch (msg.message_type) {
       case 'session_started':
         return [];

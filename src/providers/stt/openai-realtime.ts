@@ -12,6 +12,7 @@
  *   segment spans the item's speech_started/speech_stopped audio times when known.
  * - A commit on an empty buffer answers `input_audio_buffer_commit_empty`: nothing to finalize.
  */
+import { parseJsonObject } from '../upstream/json.ts';
 import { GatewayError } from '../../protocol/errors.ts';
 import { validateOptions, type OptionSpec } from '../options.ts';
 import type { ProviderEndpoint, SttAdapter, SttCodec, SttEvent, SttOptions, SttSegment, UpstreamRequest } from '../types.ts';
@@ -114,12 +115,8 @@ class OpenAiRealtimeCodec implements SttCodec {
 
   decode(data: Buffer, isBinary: boolean): SttEvent[] {
     if (isBinary) return [];
-    let ev: RtEvent;
-    try {
-      ev = JSON.parse(data.toString('utf8')) as RtEvent;
-    } catch {
-      return [{ type: 'error', error: new GatewayError('provider_error', 'openai-realtime: provider sent a frame that is not JSON') }];
-    }
+    const ev = parseJsonObject<RtEvent>(data, isBinary);
+    if (ev === null) return [{ type: 'error', error: new GatewayError('provider_error', 'openai-realtime: provider sent a frame that is not a JSON object') }];
     switch (ev.type) {
       case 'input_audio_buffer.speech_started':
         this.speaking = true;

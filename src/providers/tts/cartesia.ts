@@ -9,6 +9,7 @@
  * an empty transcript with `continue: false`. The API version is pinned (2025-04-16) so that
  * message shapes and defaults (max_buffer_delay_ms 0) do not drift.
  */
+import { parseJsonObject } from '../upstream/json.ts';
 import { GatewayError, codeForUpstreamStatus } from '../../protocol/errors.ts';
 import { validateOptions, type OptionSpec } from '../options.ts';
 import type { ProviderEndpoint, TtsEvent, TtsOptions, TtsWsAdapter, TtsWsCodec, UpstreamRequest } from '../types.ts';
@@ -118,12 +119,8 @@ function parseWords(wt: CartesiaMessage['word_timestamps']): { word: string; sta
 /** Pure decode of one Cartesia server message. */
 export function decodeCartesia(data: Buffer, isBinary: boolean): TtsEvent[] {
   if (isBinary) return [];
-  let msg: CartesiaMessage;
-  try {
-    msg = JSON.parse(data.toString('utf8')) as CartesiaMessage;
-  } catch {
-    return [{ type: 'error', gen: null, error: new GatewayError('provider_error', 'cartesia: provider sent a frame that is not JSON') }];
-  }
+  const msg = parseJsonObject<CartesiaMessage>(data, isBinary);
+  if (msg === null) return [{ type: 'error', gen: null, error: new GatewayError('provider_error', 'cartesia: provider sent a frame that is not JSON') }];
   const gen = typeof msg.context_id === 'string' ? msg.context_id : null;
   switch (msg.type) {
     case 'chunk':

@@ -9,6 +9,7 @@
  * query parameters, so they are fixed per socket (`connectionKey`). Deepgram names a voice by a
  * model id: `aura-2-<voice>-<lang>` (Aura-2) or `aura-<voice>-en` (Aura, English only).
  */
+import { parseJsonObject } from '../upstream/json.ts';
 import { GatewayError } from '../../protocol/errors.ts';
 import { validateOptions, type OptionSpec } from '../options.ts';
 import type { ProviderEndpoint, TtsEvent, TtsOptions, TtsWsAdapter, TtsWsCodec, UpstreamRequest } from '../types.ts';
@@ -131,15 +132,8 @@ const FLUSH = '{"type":"Flush"}';
 /** Pure decode of one Deepgram speak frame (generations are sequential: `gen` is null). */
 export function decodeDeepgramSpeak(data: Buffer, isBinary: boolean): TtsEvent[] {
   if (isBinary) return data.length > 0 ? [{ type: 'audio', gen: null, pcm: data }] : [];
-  let msg: DeepgramMessage;
-  try {
-    msg = JSON.parse(data.toString('utf8')) as DeepgramMessage;
-  } catch {
-    return [{ type: 'error', gen: null, error: new GatewayError('provider_error', 'deepgram: provider sent a frame that is not JSON') }];
-  }
-  if (typeof msg !== 'object' || msg === null) {
-    return [{ type: 'error', gen: null, error: new GatewayError('provider_error', 'deepgram: provider sent an unexpected frame') }];
-  }
+  const msg = parseJsonObject<DeepgramMessage>(data, isBinary);
+  if (msg === null) return [{ type: 'error', gen: null, error: new GatewayError('provider_error', 'deepgram: provider sent a frame that is not a JSON object') }];
   switch (msg.type) {
     case 'Flushed':
       return [{ type: 'done', gen: null }];

@@ -18,6 +18,7 @@
  * relative to the audio of the same message; we rebase them on the generation's audio (bytes
  * decoded so far) and group them into words, which is what clients prefer.
  */
+import { parseJsonObject } from '../upstream/json.ts';
 import { GatewayError, type ErrorCode } from '../../protocol/errors.ts';
 import { validateOptions, type OptionSpec } from '../options.ts';
 import { providerReason } from '../upstream/ws-upstream.ts';
@@ -252,13 +253,8 @@ export class ElevenLabsCodec implements TtsWsCodec {
 
   decode(data: Buffer, isBinary: boolean): TtsEvent[] {
     if (isBinary) return [];
-    let msg: ElevenLabsMessage;
-    try {
-      msg = JSON.parse(data.toString('utf8')) as ElevenLabsMessage;
-    } catch {
-      return [{ type: 'error', gen: null, error: new GatewayError('provider_error', 'elevenlabs: provider sent a frame that is not JSON') }];
-    }
-    if (typeof msg !== 'object' || msg === null) return [];
+    const msg = parseJsonObject<ElevenLabsMessage>(data, isBinary);
+    if (msg === null) return [{ type: 'error', gen: null, error: new GatewayError('provider_error', 'elevenlabs: provider sent a frame that is not a JSON object') }];
     const out: TtsEvent[] = [];
     if (typeof msg.audio === 'string' && msg.audio.length > 0) {
       const pcm = Buffer.from(msg.audio, 'base64');
