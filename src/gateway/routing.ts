@@ -553,12 +553,12 @@ export interface AttemptFailure {
 }
 
 /**
- * The error for a unit of work whose every candidate failed (same rule as STT's): a single
+ * The error for a unit of work (STT session, TTS generation, LLM request) whose every candidate failed: a single
  * attempt keeps its own error; several give the attempts' common code, else 502 when any was
  * retryable (so LiveKit clients retry), else the last one's, with every cause in order in the
  * message and as structured `attempts` (error event / JSON body).
  */
-export function allCandidatesFailed(what: 'TTS' | 'LLM', attempts: readonly AttemptFailure[], skipped: readonly string[] = []): GatewayError {
+export function allCandidatesFailed(what: 'STT' | 'TTS' | 'LLM', attempts: readonly AttemptFailure[], skipped: readonly string[] = []): GatewayError {
   const last = attempts.at(-1);
   if (last === undefined) {
     return new GatewayError('unavailable', `no ${what} candidate available${skipped.length > 0 ? ` (circuit open: ${skipped.join(', ')})` : ''}`);

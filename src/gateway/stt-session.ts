@@ -40,7 +40,7 @@ import { connectUpstream, defaultCloseError, type UpstreamSocket } from '../prov
 import { AudioRing } from './audio-ring.ts';
 import { healthOf, type ProviderHealth } from './health.ts';
 import { PcmResampler } from './resampler.ts';
-import { parseModelString, sttPlan, type SttCandidate, type SttPlan, type SttRoute } from './routing.ts';
+import { allCandidatesFailed, parseModelString, sttPlan, type SttCandidate, type SttPlan, type SttRoute } from './routing.ts';
 import { ClientSink } from './send.ts';
 import type { WsConnection } from './transport.ts';
 
@@ -569,7 +569,14 @@ export class SttSession {
       onMessage: (data, isBinary) => {
         if (this.phase === 'closed' || link.dead) return;
         link.quietSince = 0;
-        this.dispatch(link, link.codec.decode(data, isBinary));
+        let events: SttEvent[];
+        try {
+          events = link.codec.decode(data, isBinary);
+        } catch (err) {
+          // A decoder bug must not crash the process: the link is treated as failed.
+          events = [{ type: 'error', error: new GatewayError('provider_error', `${route.label}: unreadable provider message`, undefined, { cause: err }) }];
+        }
+        this.dispatch(link, events);
       },
       onClose: (code, reason) => this.onLinkClosed(link, code, reason),
       onConnectError: (err) => {
@@ -665,7 +672,7 @@ export class SttSession {
     this.episode.push({ index: link.index, label: link.route.label, error: err });
     const next = this.phase === 'active' ? this.nextCandidate() : null;
     if (next === null) {
-      this.fail(this.attemptsError(), 'provider_error');
+      this.fail(allCandidatesFailed('STT', this.episode), 'provider_error');
       return;
     }
     const cand = (this.plan as SttPlan).candidates[next] as SttCandidate;
@@ -688,18 +695,6 @@ export class SttSession {
   }
 
   /** Every attempt of the episode failed: one error naming each cause (one attempt: its own error). */
-  private attemptsError(): GatewayError {
-    const attempts = this.episode;
-    const last = attempts.at(-1) as Attempt;
-    if (attempts.length === 1) return last.error;
-    const codes = new Set(attempts.map((a) => a.error.code));
-    const code: ErrorCode = codes.size === 1 ? last.error.code : attempts.some((a) => a.error.retryable) ? 'provider_error' : last.error.code;
-    const message = `every STT candidate failed (${attempts.length} attempts): ${attempts.map((a) => a.error.message).join('; ')}`;
-    return new GatewayError(code, message.length > 2000 ? `${message.slice(0, 2000)}...` : message, {
-      attempts: attempts.map((a) => ({ model: a.label, code: a.error.status, message: a.error.message })),
-    });
-  }
-
   /** A link's first transcript event: the provider works (health), and the failure episode is over. */
   private onFirstResult(link: Link): void {
     link.gotResult = true;
