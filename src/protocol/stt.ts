@@ -4,7 +4,7 @@
  * builders for every server message.
  */
 import { z } from 'zod';
-import { extraSchema } from './common.ts';
+import { connectionSchema, extraSchema } from './common.ts';
 
 
 export const sttSessionCreateSchema = z.object({
@@ -25,12 +25,7 @@ export const sttSessionCreateSchema = z.object({
         .max(8),
     })
     .nullish(),
-  connection: z
-    .object({
-      timeout: z.number().positive().max(600).nullish(),
-      retries: z.number().int().min(0).max(10).nullish(),
-    })
-    .nullish(),
+  connection: connectionSchema,
 });
 export type SttSessionCreate = z.infer<typeof sttSessionCreateSchema>;
 

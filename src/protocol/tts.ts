@@ -4,7 +4,7 @@
  * (it is the hot path: one per audio chunk).
  */
 import { z } from 'zod';
-import { extraSchema } from './common.ts';
+import { connectionSchema, extraSchema } from './common.ts';
 
 export { describeZodError } from './common.ts';
 
@@ -31,12 +31,7 @@ export const ttsSessionCreateSchema = z.object({
         .max(8),
     })
     .nullish(),
-  connection: z
-    .object({
-      timeout: z.number().positive().max(600).nullish(),
-      retries: z.number().int().min(0).max(10).nullish(),
-    })
-    .nullish(),
+  connection: connectionSchema,
 });
 export type TtsSessionCreate = z.infer<typeof ttsSessionCreateSchema>;
 
