@@ -21,7 +21,7 @@ import type { Logger } from '../log.ts';
 import type { GatewayMetrics } from '../metering/metrics.ts';
 import { SttMeter } from '../metering/stt-meter.ts';
 import type { CostMeter } from '../metering/cost.ts';
-import type { RequestMeta, UsageSink } from '../metering/usage.ts';
+import type { RequestMeta, UsageRecord, UsageSink } from '../metering/usage.ts';
 import { bytesPerSecond, decodeBase64Strict, parseSampleRate } from '../protocol/audio.ts';
 import { GatewayError, wsErrorEvent, type ErrorCode } from '../protocol/errors.ts';
 import {
@@ -915,22 +915,31 @@ export class SttSession {
   /** Every `ledger.checkpointS`: the quantities so far, so a crash loses at most that window (docs/metering.md). */
   private checkpointUsage(now: number): void {
     const usage = this.deps.usage;
-    if (!usage.checkpoint || !this.route || !this.meter || now - this.lastCheckpointAt < this.deps.cfg.file.ledger.checkpointS * 1000) return;
+    if (!usage.checkpoint || now - this.lastCheckpointAt < this.deps.cfg.file.ledger.checkpointS * 1000) return;
+    const rec = this.usageRecord(new Date(now), 'open');
+    if (rec === null) return;
     this.lastCheckpointAt = now;
-    usage.checkpoint({
+    usage.checkpoint(rec);
+  }
+
+  /** The session's usage so far (checkpoints and the final record share it). */
+  private usageRecord(endedAt: Date, outcome: string, err?: GatewayError): UsageRecord | null {
+    if (!this.route || !this.meter) return null;
+    return {
       modality: 'stt',
       sessionId: this.id,
       apiKey: this.ctx.apiKey,
       provider: this.route.provider,
       model: this.route.model,
       startedAt: this.startedAt,
-      endedAt: new Date(now),
+      endedAt,
       audioSeconds: this.meter.seconds,
       ...(this.chain.length > 1 ? { fallbackChain: [...this.chain] } : {}),
       costUsd: this.meter.costUsd,
-      outcome: 'open',
+      outcome,
+      ...(err ? { errorCode: err.status } : {}),
       meta: this.ctx.meta,
-    });
+    };
   }
 
   private clearTimers(): void {
@@ -957,26 +966,9 @@ export class SttSession {
     this.meter?.flush();
     const m = this.deps.metrics;
     m.sessionsActive.dec({ modality: 'stt' });
-    const provider = this.route?.provider ?? 'none';
-    const model = this.route?.model ?? 'none';
-    m.requests.inc({ modality: 'stt', provider, model: this.route?.metricModel ?? 'none', outcome });
-    if (this.route && this.meter) {
-      this.deps.usage.record({
-        modality: 'stt',
-        sessionId: this.id,
-        apiKey: this.ctx.apiKey,
-        provider,
-        model,
-        startedAt: this.startedAt,
-        endedAt: new Date(),
-        audioSeconds: this.meter.seconds,
-        ...(this.chain.length > 1 ? { fallbackChain: [...this.chain] } : {}),
-        costUsd: this.meter.costUsd,
-        outcome,
-        ...(err ? { errorCode: err.status } : {}),
-        meta: this.ctx.meta,
-      });
-    }
+    m.requests.inc({ modality: 'stt', provider: this.route?.provider ?? 'none', model: this.route?.metricModel ?? 'none', outcome });
+    const rec = this.usageRecord(new Date(), outcome, err);
+    if (rec !== null) this.deps.usage.record(rec);
     // Closed after the usage record is queued (durability: a record is never lost behind a close).
     if (!this.client.isClosed) this.client.close(1000, 'session closed');
     this.log.info({ outcome, audio_s: this.meter?.seconds ?? 0, replayed_s: this.replayedBytes / this.bps, chain: this.chain, ...(err ? { code: err.status, err: err.message } : {}) }, 'stt session ended');

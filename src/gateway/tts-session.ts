@@ -24,7 +24,7 @@ import type { GatewayConfig } from '../config.ts';
 import type { Logger } from '../log.ts';
 import type { CostMeter } from '../metering/cost.ts';
 import type { GatewayMetrics } from '../metering/metrics.ts';
-import type { RequestMeta, UsageSink } from '../metering/usage.ts';
+import type { RequestMeta, UsageRecord, UsageSink } from '../metering/usage.ts';
 import { bytesPerSecond, parseSampleRate } from '../protocol/audio.ts';
 import { GatewayError, wsErrorEvent } from '../protocol/errors.ts';
 import {
@@ -803,27 +803,34 @@ export class TtsSession {
   /** Every `ledger.checkpointS`: the quantities so far, incl. a generation in flight (docs/metering.md). */
   private checkpointUsage(now: number): void {
     const usage = this.deps.usage;
-    const s = this.settings;
-    if (!usage.checkpoint || s === null || now - this.lastCheckpointAt < this.deps.cfg.file.ledger.checkpointS * 1000) return;
+    if (!usage.checkpoint || this.settings === null || now - this.lastCheckpointAt < this.deps.cfg.file.ledger.checkpointS * 1000) return;
     this.lastCheckpointAt = now;
-    const gen = this.gen;
-    usage.checkpoint({
+    usage.checkpoint(this.usageRecord(this.settings, new Date(now), 'open', this.gen));
+  }
+
+  /**
+   * The session's usage (checkpoints and the final record share it); a generation in flight adds
+   * its characters and audio so far (its cost is known when it ends).
+   */
+  private usageRecord(s: Settings, endedAt: Date, outcome: string, inFlight: Generation | null): UsageRecord {
+    return {
       modality: 'tts',
       sessionId: this.id,
       apiKey: this.ctx.apiKey,
+      // The model that served last (the session's model unless a fallback took over).
       provider: (this.served ?? s.route).adapter.provider,
       model: (this.served ?? s.route).model,
       ...(this.chain.length > 1 ? { fallbackChain: [...this.chain] } : {}),
       startedAt: this.startedAt,
-      endedAt: new Date(now),
-      audioSeconds: (this.totalAudioBytes + (gen?.bytesOut ?? 0)) / bytesPerSecond(this.sampleRate),
-      characters: this.totalChars + (gen?.charsSent ?? 0),
-      // Completed generations only: a generation's cost is known when it ends.
+      endedAt,
+      audioSeconds: (this.totalAudioBytes + (inFlight?.bytesOut ?? 0)) / bytesPerSecond(this.sampleRate),
+      characters: this.totalChars + (inFlight?.charsSent ?? 0),
       costUsd: this.totalCostUsd,
       generations: this.genCount,
-      outcome: 'open',
+      outcome,
+      ...(this.lastError && outcome !== 'open' ? { errorCode: this.lastError.status } : {}),
       meta: this.ctx.meta,
-    });
+    };
   }
 
   /** Shutdown: let a generation in flight finish, then close with `code`. */
@@ -846,26 +853,7 @@ export class TtsSession {
     m.sessionsActive.dec({ modality: 'tts' });
     const s = this.settings;
     // The usage record is queued before the client sees its socket close (durability).
-    if (s !== null) {
-      this.deps.usage.record({
-        modality: 'tts',
-        sessionId: this.id,
-        apiKey: this.ctx.apiKey,
-        // The model that served last (the session's model unless a fallback took over).
-        provider: (this.served ?? s.route).adapter.provider,
-        model: (this.served ?? s.route).model,
-        ...(this.chain.length > 1 ? { fallbackChain: [...this.chain] } : {}),
-        startedAt: this.startedAt,
-        endedAt: new Date(),
-        audioSeconds: this.totalAudioBytes / bytesPerSecond(this.sampleRate),
-        characters: this.totalChars,
-        costUsd: this.totalCostUsd,
-        generations: this.genCount,
-        outcome,
-        ...(this.lastError ? { errorCode: this.lastError.status } : {}),
-        meta: this.ctx.meta,
-      });
-    }
+    if (s !== null) this.deps.usage.record(this.usageRecord(s, new Date(), outcome, null));
     if (closeCode !== undefined) this.client.close(closeCode);
     else this.client.terminate();
     this.deps.onEnd(this);
