@@ -15,7 +15,7 @@
  * streaming, no body byte for `firstTokenS`) except a refusal of the request itself (400, 413).
  * Every candidate failed -> one error listing each attempt's cause.
  *
- * A stream that goes quiet after its first byte (`llm.streamIdleS` without a byte) is given up
+ * A stream (or a non-streamed body after its headers) that goes quiet (`llm.streamIdleS` without a byte) is given up
  * like any failed attempt: another candidate before visible output, else an SSE error event.
  * Keep-alive comments go out only while the provider is not past that limit. A request that
  * ends in an error after producing output is billed like a cancelled one (the vendor's usage,
@@ -480,12 +480,12 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
         { timeoutMs, label: route.provider },
         {
           onResponse: () => {
-            if (!stream) return;
-            // Without a first-token limit, the stall limit also covers the wait for the first byte.
-            if (plan.firstEventMs === 0) lastUpstreamAt = Date.now();
-            if (sse.isStarted) return;
-            sse.start();
-            const every = cfg.file.llm.keepAliveS * 1000;
+            // Without a first-token limit, the stall limit also covers the wait for the first byte
+            // (a non-streamed body too: its headers came, its body must follow).
+            if (plan.firstEventMs === 0 || !stream) lastUpstreamAt = Date.now();
+            if (keepAlive !== null) return;
+            if (stream && !sse.isStarted) sse.start();
+            const every = stream ? cfg.file.llm.keepAliveS * 1000 : idleMs;
             keepAlive = setInterval(() => {
               const now = Date.now();
               if (lastUpstreamAt > 0 && now - lastUpstreamAt >= idleMs) {
@@ -495,7 +495,7 @@ export function createLlmHandler(deps: LlmDeps): LlmHandler {
                 retryOrFail(new GatewayError('provider_timeout', `${route.provider}: provider stream stalled for ${idleMs / 1000} s`), 'dead_air', current);
                 return;
               }
-              if (!inspector.visible && now - sse.lastWriteAt >= every) sse.comment('keep-alive');
+              if (stream && !inspector.visible && now - sse.lastWriteAt >= every) sse.comment('keep-alive');
             }, Math.min(every, idleMs, 1000));
             keepAlive.unref();
           },

@@ -5,6 +5,8 @@
  * billed (vendor usage, else an estimate), never $0; shutdown lets completions in flight finish
  * and records the usage of those it cuts before it resolves.
  */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startOpenAiChatEmulator, type OpenAiChatEmulator } from '../emulators/openai-chat.ts';
 import { TEST_KEY, TEST_SECRET, metricValue, startTestGateway, type TestGateway } from '../helpers/gateway.ts';
@@ -182,5 +184,42 @@ describe('a stream that fails after visible output is billed', () => {
     expect(rec).toMatchObject({ outcome: 'provider_error', tokens: { estimated: true } });
     expect(rec?.tokens?.completion).toBeGreaterThan(0);
     expect(rec?.costUsd).toBeGreaterThan(0);
+  });
+});
+
+describe('a non-streamed answer that stalls after its headers', () => {
+  it('is given up after streamIdleS with an error instead of hanging', async () => {
+    // A server that answers 200 with headers and then never sends the body.
+    const held: import('node:http').ServerResponse[] = [];
+    const upstream = createServer((_req, res) => {
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.flushHeaders();
+      held.push(res);
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
+    const port = (upstream.address() as AddressInfo).port;
+    const gw = await startTestGateway({
+      env: { OPENAI_API_KEY: 'sk-test-key', OPENAI_BASE_URL: `${chat.url}/v1` },
+      file: {
+        llm: { streamIdleS: 1, upstreams: { stuck: { baseUrl: `http://127.0.0.1:${port}/v1`, models: ['m'] } } },
+        pricing: { llm: { 'stuck/*': { free: true } } },
+        failover: { breaker: { failures: 1000 } },
+      },
+    });
+    try {
+      const t0 = performance.now();
+      const res = await fetch(`${gw.baseUrl}/chat/completions`, {
+        method: 'POST',
+        headers: { Authorization: bearer(await mintToken({ key: TEST_KEY, secret: TEST_SECRET })), 'Content-Type': 'application/json' },
+        body: JSON.stringify({ model: 'stuck/m', messages: [{ role: 'user', content: 'x' }] }),
+      });
+      expect(res.status).toBe(504);
+      expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/stalled for 1 s/);
+      expect(performance.now() - t0).toBeLessThan(10_000);
+    } finally {
+      for (const r of held) r.destroy();
+      await gw.close();
+      await new Promise<void>((r) => upstream.close(() => r()));
+    }
   });
 });
