@@ -16,7 +16,7 @@ import type { UsageReader } from '../metering/ledger.ts';
 import { handleUsageRequest } from './usage-api.ts';
 import { GatewayError } from '../protocol/errors.ts';
 import { normalizePath, rejectUpgrade, requestMeta, sendError, sendJson } from './http.ts';
-import { SessionRegistry } from './sessions.ts';
+import { SessionRegistry, type LiveSession } from './sessions.ts';
 import { SttSession } from './stt-session.ts';
 import { createLlmHandler } from './llm-handler.ts';
 import { Limits, type SessionLease, type SessionModality } from './limits.ts';
@@ -81,49 +81,25 @@ export function createGateway(cfg: GatewayConfig, opts: GatewayOptions): Gateway
   const ttsPool = new TtsLinkPool({ maxPerKey: cfg.file.tts.poolMaxPerKey, idleMs: cfg.file.tts.poolIdleS * 1000 });
   let draining = false;
 
+  /** What every session gets: shared services, and its end releases its registry entry and limit slot. */
+  const sessionDeps = (lease: SessionLease) => ({
+    cfg,
+    metrics,
+    usage,
+    log,
+    cost,
+    onEnd: (s: LiveSession) => {
+      sessions.remove(s);
+      lease.release();
+    },
+  });
+
   const wsRoutes = new Map<string, WsRoute>([
-    [
-      '/v1/stt',
-      (conn, req, apiKey, lease) => {
-        const session = new SttSession(
-          conn,
-          { apiKey, meta: requestMeta(req.headers) },
-          {
-            cfg,
-            metrics,
-            usage,
-            log,
-            cost,
-            onEnd: (s) => {
-              sessions.remove(s);
-              lease.release();
-            },
-          },
-        );
-        sessions.add(session);
-      },
-    ],
+    ['/v1/stt', (conn, req, apiKey, lease) => sessions.add(new SttSession(conn, { apiKey, meta: requestMeta(req.headers) }, sessionDeps(lease)))],
     [
       '/v1/tts',
-      (conn, req, apiKey, lease) => {
-        const session = new TtsSession(
-          conn,
-          { apiKey, meta: requestMeta(req.headers) },
-          {
-            cfg,
-            metrics,
-            usage,
-            log,
-            cost,
-            pool: ttsPool,
-            onEnd: (s) => {
-              sessions.remove(s);
-              lease.release();
-            },
-          },
-        );
-        sessions.add(session);
-      },
+      (conn, req, apiKey, lease) =>
+        sessions.add(new TtsSession(conn, { apiKey, meta: requestMeta(req.headers) }, { ...sessionDeps(lease), pool: ttsPool })),
     ],
   ]);
 
